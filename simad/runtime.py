@@ -1,0 +1,138 @@
+"""The process-wide Taichi runtime: backend, precision, caches, and per-model device data.
+
+Taichi's backend and default float type are process settings (``ti.init``), and its runtime
+is not thread-safe: one thread owns it. ``init`` is called by entry points (server, CLI,
+tests); every engine call initialises lazily with the defaults (``SIMAD_ARCH``,
+``SIMAD_PRECISION`` environment variables, else cpu / f64).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+_ARCHES = ("cpu", "gpu", "cuda", "vulkan", "metal")
+_PRECISIONS = {"f64": np.float64, "f32": np.float32}
+# Taichi's reverse mode keeps loop-carried scalars on a stack of this depth. Differentiated
+# kernels in simad never carry values across more than a handful of iterations (see DESIGN.md
+# section 1); it is set explicitly because the default size can segfault.
+AD_STACK_SIZE = 256
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    arch: str
+    precision: str
+    offline_cache: bool
+    debug: bool
+    generation: int  # increases at every (re-)initialisation; device caches key on it
+
+    @property
+    def dtype(self) -> type:
+        return _PRECISIONS[self.precision]
+
+
+_lock = threading.RLock()
+_config: RuntimeConfig | None = None
+_generation = 0
+
+
+def init(
+    arch: str | None = None,
+    precision: str | None = None,
+    *,
+    offline_cache: bool = True,
+    cache_dir: str | None = None,
+    debug: bool = False,
+    num_threads: int | None = None,
+) -> RuntimeConfig:
+    """Initialises (or re-initialises) the Taichi runtime for this process.
+
+    Args:
+        arch: "cpu" (default), "gpu" (CUDA or Vulkan, whichever is present), "cuda", "vulkan",
+            "metal". Env var ``SIMAD_ARCH``.
+        precision: "f64" (default) or "f32": the float type of every kernel. Env var
+            ``SIMAD_PRECISION``.
+        offline_cache: keep compiled kernels on disk across processes (``SIMAD_CACHE_DIR``,
+            default Taichi's own cache directory).
+        debug: Taichi's debug mode (bounds and autodiff access-rule checks; slow).
+        num_threads: CPU worker threads (default: all cores).
+
+    Re-initialising invalidates every Taichi ndarray made before; simad's own caches are
+    keyed by generation and rebuild themselves.
+    """
+    global _config, _generation
+    import taichi as ti
+
+    arch = (arch or os.environ.get("SIMAD_ARCH") or "cpu").lower()
+    precision = (precision or os.environ.get("SIMAD_PRECISION") or "f64").lower()
+    if arch not in _ARCHES:
+        raise InputError("arch", f"expected one of {_ARCHES}, got '{arch}'")
+    if precision not in _PRECISIONS:
+        raise InputError("precision", f"expected one of {tuple(_PRECISIONS)}, got '{precision}'")
+    with _lock:
+        if (
+            _config is not None
+            and (_config.arch, _config.precision, _config.offline_cache, _config.debug) == (arch, precision, offline_cache, debug)
+        ):
+            return _config
+        ti_arch = {"cpu": ti.cpu, "gpu": ti.gpu, "cuda": ti.cuda, "vulkan": ti.vulkan, "metal": ti.metal}[arch]
+        kwargs = dict(
+            arch=ti_arch,
+            default_fp=ti.f64 if precision == "f64" else ti.f32,
+            default_ip=ti.i32,
+            ad_stack_size=AD_STACK_SIZE,
+            offline_cache=offline_cache,
+            debug=debug,
+            log_level=ti.WARN,
+            check_out_of_bound=debug,
+        )
+        cache_dir = cache_dir or os.environ.get("SIMAD_CACHE_DIR")
+        if cache_dir:
+            kwargs["offline_cache_file_path"] = cache_dir
+        if num_threads:
+            kwargs["cpu_max_num_threads"] = int(num_threads)
+        if _config is not None:
+            ti.reset()
+        ti.init(**kwargs)
+        _generation += 1
+        _config = RuntimeConfig(arch, precision, offline_cache, debug, _generation)
+        return _config
+
+
+def config() -> RuntimeConfig:
+    """The current runtime configuration, initialising with the defaults if needed."""
+    cfg = _config
+    return cfg if cfg is not None else init()
+
+
+def real_dtype() -> type:
+    """numpy float type of the kernels (np.float64 or np.float32)."""
+    return config().dtype
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-model device data: the topology and parameters packed into two arrays so that a kernel
+# launch passes few arguments (each ndarray argument costs ~5 us of Python launch overhead).
+# ---------------------------------------------------------------------------------------------
+_device_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def device_data(model, builder, key: str):
+    """Returns ``builder(model, dtype)`` cached per (model, runtime generation, key)."""
+    cfg = config()
+    per_model = _device_cache.setdefault(model, {})
+    k = (key, cfg.generation)
+    hit = per_model.get(k)
+    if hit is None:
+        for old in [kk for kk in per_model if kk[0] == key and kk[1] != cfg.generation]:
+            del per_model[old]
+        hit = builder(model, cfg.dtype)
+        per_model[k] = hit
+    return hit
