@@ -5,6 +5,7 @@ The public API: build or load a ``Model``, then call batched functions on (B, ..
 
 from .configuration import difference, integrate, neutral, random_configuration
 from .errors import InputError, ModelError, NonFiniteError, SimadError
+from .ik import IKResult, inverse_kinematics
 from .kinematics import forward_kinematics, forward_kinematics_vjp, frame_jacobian
 from .model import GeomType, JointType, Model, ModelBuilder
 from .runtime import config as runtime_config
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GeomType",
+    "IKResult",
     "InputError",
     "JointType",
     "Model",
@@ -28,6 +30,7 @@ __all__ = [
     "frame_jacobian",
     "init",
     "integrate",
+    "inverse_kinematics",
     "neutral",
     "random_configuration",
     "runtime_config",
