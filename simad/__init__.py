@@ -3,6 +3,11 @@
 The public API: build or load a ``Model``, then call batched functions on (B, ...) arrays.
 """
 
+import os as _os
+
+# Taichi prints a banner on import; a library should not write to stdout uninvited.
+_os.environ.setdefault("ENABLE_TAICHI_HEADER_PRINT", "False")
+
 from .configuration import difference, integrate, neutral, random_configuration
 from .errors import InputError, ModelError, NonFiniteError, SimadError
 from .ik import IKResult, inverse_kinematics

@@ -8,6 +8,8 @@ tests); every engine call initialises lazily with the defaults (``SIMAD_ARCH``,
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import threading
 import weakref
@@ -100,7 +102,8 @@ def init(
             kwargs["cpu_max_num_threads"] = int(num_threads)
         if _config is not None:
             ti.reset()
-        ti.init(**kwargs)
+        with contextlib.redirect_stdout(io.StringIO()):  # ti.init prints a banner unconditionally
+            ti.init(**kwargs)
         _generation += 1
         _config = RuntimeConfig(arch, precision, offline_cache, debug, _generation)
         return _config

@@ -1,0 +1,88 @@
+"""Runtime: lazy initialisation, precision, compile-once-for-every-model."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import simad
+from simad import kinematics
+from reference import random_tree
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(code: str) -> str:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.path.join(ROOT, "tests"))
+    env.pop("SIMAD_PRECISION", None)
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_bad_runtime_settings_are_rejected():
+    with pytest.raises(simad.InputError) as e:
+        simad.init(arch="tpu")
+    assert e.value.field == "arch"
+    with pytest.raises(simad.InputError) as e:
+        simad.init(precision="f16")
+    assert e.value.field == "precision"
+
+
+def test_lazy_init_uses_cpu_f64_defaults():
+    out = _run(
+        """
+        import numpy as np, simad
+        from reference import random_tree
+        m, _, _ = random_tree(np.random.default_rng(0), nbody=4)
+        pos, rot = simad.forward_kinematics(m, np.zeros(m.nq))
+        cfg = simad.runtime_config()
+        print(cfg.arch, cfg.precision, pos.dtype)
+        """
+    )
+    assert out.split() == ["cpu", "f64", "float64"]
+
+
+def test_f32_precision_matches_f64_within_its_tolerance():
+    out = _run(
+        """
+        import numpy as np, simad
+        from reference import random_tree
+        simad.init(precision="f32")
+        m, _, _ = random_tree(np.random.default_rng(1), nbody=6, free_root=True)
+        q = simad.random_configuration(m, 8, np.random.default_rng(2))
+        pos, rot = simad.forward_kinematics(m, q)
+        J = simad.frame_jacobian(m, q, m.nframe - 1)
+        print(pos.dtype, J.dtype)
+        print(repr(np.concatenate([pos.ravel(), J.ravel()]).astype(np.float64).tolist()))
+        """
+    )
+    dtype_line, values = out.strip().split("\n", 1)
+    assert dtype_line.split() == ["float32", "float32"]
+    m, _, _ = random_tree(np.random.default_rng(1), nbody=6, free_root=True)
+    q = simad.random_configuration(m, 8, np.random.default_rng(2))
+    pos, _ = simad.forward_kinematics(m, q)
+    J = simad.frame_jacobian(m, q, m.nframe - 1)
+    ref = np.concatenate([pos.ravel(), J.ravel()])
+    got = np.array(eval(values))
+    assert np.abs(got - ref).max() < 2e-5 * max(1.0, np.abs(ref).max())
+
+
+def test_a_new_model_does_not_compile_again():
+    kernels = [kinematics._fk_kernel, kinematics._jacobian_kernel, kinematics._fk_vjp_kernel]
+    rng = np.random.default_rng(0)
+    m1, _, _ = random_tree(rng, nbody=5)
+    q1 = simad.random_configuration(m1, 2, rng)
+    simad.forward_kinematics(m1, q1)
+    simad.frame_jacobian(m1, q1, 1)
+    simad.forward_kinematics_vjp(m1, q1)
+    before = [len(k._primal.compiled_kernels) for k in kernels]
+    m2, _, _ = random_tree(rng, nbody=11, free_root=True, nsite=4)
+    q2 = simad.random_configuration(m2, 2, rng)
+    simad.forward_kinematics(m2, q2)
+    simad.frame_jacobian(m2, q2, [1, 2, 3])
+    simad.forward_kinematics_vjp(m2, q2)
+    assert [len(k._primal.compiled_kernels) for k in kernels] == before
