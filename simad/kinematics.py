@@ -13,6 +13,8 @@ q_bar_j = w_j . (N - o_j x F). F and N accumulate leaf to root in one backward p
 """
 
 
+import threading
+
 import numpy as np
 import taichi as ti
 
@@ -156,13 +158,19 @@ def _jacobian_kernel(
     sel: ti.types.ndarray(ndim=1),
     pose: ti.types.ndarray(ndim=3),
     J: ti.types.ndarray(ndim=4),
+    sel_pose: ti.types.ndarray(ndim=3),
     serial: ti.template(),
 ):
+    """J[b, s] and sel_pose[b, s] of the frames sel[s]; pose is scratch (B, nframe, 12)."""
     ti.loop_config(serialize=serial)
     for b in range(q.shape[0]):
         frame_poses(q, topo, geo, pose, b)
         for s in range(sel.shape[0]):
+            for r, c in ti.ndrange(6, J.shape[3]):
+                J[b, s, r, c] = 0.0
             frame_jacobian_into(topo, geo, pose, J, b, s, sel[s])
+            for k in ti.static(range(12)):
+                sel_pose[b, s, k] = pose[b, sel[s], k]
 
 
 @ti.kernel
@@ -223,8 +231,25 @@ def _fk_vjp_kernel(
 # Public API
 # ---------------------------------------------------------------------------------------------
 def _split_pose(pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    B, nf = pose.shape[:2]
-    return np.ascontiguousarray(pose[..., POS : POS + 3]), np.ascontiguousarray(pose[..., ROT : ROT + 9]).reshape(B, nf, 3, 3)
+    """Views (no copy) of packed poses (..., 12) as positions (..., 3) and rotations (..., 3, 3)."""
+    return pose[..., POS : POS + 3], pose[..., ROT : ROT + 9].reshape(pose.shape[:-1] + (3, 3))
+
+
+_scratch = threading.local()
+
+
+def scratch(shape: tuple, dtype) -> np.ndarray:
+    """A reusable (never returned) work buffer: big batches would otherwise page-fault a fresh
+    allocation on every call. One buffer per shape and thread, at most 4 shapes kept."""
+    pool = _scratch.__dict__.setdefault("pool", {})
+    key = (shape, np.dtype(dtype).str)
+    buf = pool.pop(key, None)
+    if buf is None:
+        buf = np.empty(shape, dtype)
+    pool[key] = buf  # most recently used last
+    while len(pool) > 4:
+        pool.pop(next(iter(pool)))
+    return buf
 
 
 def forward_kinematics(model: Model, q) -> tuple[np.ndarray, np.ndarray]:
@@ -251,31 +276,34 @@ def frame_jacobian(model: Model, q, frame, *, return_pose: bool = False):
 
     Rows 0-2: linear velocity of the frame origin, rows 3-5: angular velocity, both in world
     axes; columns: the nv velocity coordinates (free joints: local linear, local angular).
+    Forward kinematics and the Jacobians run in one kernel launch.
 
     Args:
         q: (B, nq) or (nq,).
         frame: frame name or index, or a list of them.
-        return_pose: also return the world poses (pos (B, nframe, 3), rot (B, nframe, 3, 3)).
+        return_pose: also return the world pose of the frame(s): pos (B, 3) m and rot (B, 3, 3)
+            (with a list: (B, nsel, 3) and (B, nsel, 3, 3)).
 
     Returns:
-        J: (B, 6, nv) for one frame, (B, nsel, 6, nv) for a list (batch axis dropped for 1-D q).
+        J: (B, 6, nv) for one frame, (B, nsel, 6, nv) for a list (batch axis dropped for 1-D q);
+        with ``return_pose``, the tuple (J, pos, rot).
     """
     qb, single = as_batch(model, q, "q")
     sel, one = check_frames(model, frame)
     d = device(model)
     B = qb.shape[0]
-    pose = np.empty((B, model.nframe, 12), qb.dtype)
-    J = np.zeros((B, sel.size, 6, model.nv), qb.dtype)
-    if model.nv:
-        _jacobian_kernel(qb, d["topo"], d["geo"], sel, pose, J, B < SERIAL_BELOW)
-    else:
-        _fk_kernel(qb, d["topo"], d["geo"], pose, B < SERIAL_BELOW)
-    J = J[:, 0] if one else J
-    J = J[0] if single else J
-    if not return_pose:
-        return J
-    pos, rot = _split_pose(pose)
-    return (J, pos[0], rot[0]) if single else (J, pos, rot)
+    J = np.empty((B, sel.size, 6, max(model.nv, 1)), qb.dtype)  # Taichi rejects 0-size arrays
+    sel_pose = np.empty((B, sel.size, 12), qb.dtype)
+    work = scratch((B, model.nframe, 12), qb.dtype)
+    _jacobian_kernel(qb, d["topo"], d["geo"], sel, work, J, sel_pose, B < SERIAL_BELOW)
+    J = J[..., : model.nv]
+    pos, rot = _split_pose(sel_pose)
+    outs = (J, pos, rot) if return_pose else (J,)
+    if one:
+        outs = tuple(o[:, 0] for o in outs)
+    if single:
+        outs = tuple(o[0] for o in outs)
+    return outs if return_pose else outs[0]
 
 
 def forward_kinematics_vjp(model: Model, q, pos_bar=None, rot_bar=None, *, space: str = "tangent") -> np.ndarray:
@@ -309,7 +337,7 @@ def forward_kinematics_vjp(model: Model, q, pos_bar=None, rot_bar=None, *, space
 
         raise InputError("space", f"expected 'tangent' or 'coords', got '{space}'")
     d = device(model)
-    pose = np.empty((B, model.nframe, 12), qb.dtype)
+    pose = scratch((B, model.nframe, 12), qb.dtype)
     W = np.zeros((B, model.nbody, 6), qb.dtype)
     g = np.zeros((B, model.nv), qb.dtype)
     if model.nv:
