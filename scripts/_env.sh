@@ -11,7 +11,7 @@ VPY="$ROOT/.venv/bin/python"
 install_extras() {  # $1: extras spec, e.g. "[test]"
   local stamp=".venv/.simad-installed$1"
   local want
-  want="$(cat pyproject.toml clients/python/pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)"
+  want="$( (cat pyproject.toml; cat clients/python/pyproject.toml 2>/dev/null || true) | sha256sum | cut -c1-16)"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$VPY" -m pip install -q --disable-pip-version-check --upgrade pip
     "$VPY" -m pip install -q --disable-pip-version-check -e ".$1"

@@ -12,7 +12,10 @@ from .configuration import difference, integrate, neutral, random_configuration
 from .errors import InputError, ModelError, NonFiniteError, SimadError
 from .ik import IKResult, inverse_kinematics
 from .kinematics import forward_kinematics, forward_kinematics_vjp, frame_jacobian
+from .dynamics import forward_dynamics, inverse_dynamics, mass_matrix
 from .model import GeomType, JointType, Model, ModelBuilder
+from .model.mjcf import load_mjcf
+from .model.urdf import load_urdf
 from .runtime import config as runtime_config
 from .runtime import init
 
@@ -30,12 +33,17 @@ __all__ = [
     "SimadError",
     "__version__",
     "difference",
+    "forward_dynamics",
     "forward_kinematics",
     "forward_kinematics_vjp",
     "frame_jacobian",
     "init",
     "integrate",
+    "inverse_dynamics",
     "inverse_kinematics",
+    "load_mjcf",
+    "load_urdf",
+    "mass_matrix",
     "neutral",
     "random_configuration",
     "runtime_config",

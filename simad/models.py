@@ -99,11 +99,11 @@ def _fmt(values) -> str:
 
 def _mjcf_inertial(model: Model, i: int) -> str:
     """The ``<inertial>`` element of body i: diaginertia if diagonal, else fullinertia."""
-    I = model.body_inertia[i]
-    if np.count_nonzero(I - np.diag(np.diag(I))) == 0:
-        spec = f'diaginertia="{_fmt(np.diag(I))}"'
+    a = model.body_inertia[i]
+    if np.count_nonzero(a - np.diag(np.diag(a))) == 0:
+        spec = f'diaginertia="{_fmt(np.diag(a))}"'
     else:  # MuJoCo's order: ixx iyy izz ixy ixz iyz
-        spec = f'fullinertia="{_fmt([I[0, 0], I[1, 1], I[2, 2], I[0, 1], I[0, 2], I[1, 2]])}"'
+        spec = f'fullinertia="{_fmt([a[0, 0], a[1, 1], a[2, 2], a[0, 1], a[0, 2], a[1, 2]])}"'
     return f'<inertial pos="{_fmt(model.body_com[i])}" mass="{_fmt([model.body_mass[i]])}" {spec}/>'
 
 
@@ -138,7 +138,8 @@ def planar_chain_mjcf(n: int, **kwargs) -> str:
     lines.append(f'{"  " * (m.nbody + 1)}<site name="tip" pos="{_fmt(m.site_pos[0])}"/>')
     lines += [f"{'  ' * (i + 1)}</body>" for i in range(m.nbody - 1, 0, -1)]
     lines += ["  </worldbody>", "  <actuator>"]
-    lines += [f'    <motor name="{a}" joint="{a}" gear="{_fmt([g])}"/>' for a, g in zip(m.actuator_names, m.actuator_gear)]
+    gears = zip(m.actuator_names, m.actuator_gear, strict=True)
+    lines += [f'    <motor name="{a}" joint="{a}" gear="{_fmt([g])}"/>' for a, g in gears]
     lines += ["  </actuator>", "</mujoco>", ""]
     return "\n".join(lines)
 
