@@ -19,7 +19,6 @@ at the top (``read_xml``, ``parse_floats``) are shared with the MJCF loader.
 from __future__ import annotations
 
 import heapq
-import math
 import pathlib
 import warnings
 import xml.etree.ElementTree as ET
@@ -50,13 +49,11 @@ def read_xml(source, kind: str) -> ET.Element:
     Raises:
         ModelError: unreadable file (field 'source') or malformed XML (field 'xml').
     """
-    if isinstance(source, bytes):
-        source = source.decode("utf-8", errors="replace")
     if isinstance(source, str) and source.strip().startswith("<"):
         text = source.strip()
     elif isinstance(source, (str, pathlib.Path)):
         try:
-            text = pathlib.Path(source).read_text(encoding="utf-8")
+            text = pathlib.Path(source).read_bytes()  # bytes: the parser honours the encoding declaration
         except OSError as e:
             raise ModelError(f"cannot read '{source}': {e.strerror or e}", element=kind, field="source") from e
     else:
@@ -320,6 +317,8 @@ def load_urdf(source, *, floating_base: bool = False, name: str | None = None) -
     for link in order:
         element = f"link '{link}'"
         j = parent_joint.get(link)
+        if j is not None and link == "world":
+            raise ModelError("only the root link may be named 'world' (the world body)", element=element, field="name")
         if j is None and link == "world":
             # By convention (Gazebo, MuJoCo's URDF import) a root link named "world" is the world.
             if floating_base:
