@@ -410,6 +410,10 @@ def forward_dynamics(model: Model, q, qd, tau) -> np.ndarray:
         qdd: (B, nv) with M(q) qdd + h(q, qd) + damping * qd = tau (armature in M).
     """
     qb, qdb, tb, single = _batch3(model, q, qd, tau, ("q", "qd", "tau"))
+    if model.nv and model.body_mass.sum() + model.dof_armature.sum() <= 0:
+        from .errors import ModelError
+
+        raise ModelError("every body is massless: forward dynamics is undefined", element=f"model '{model.name}'", field="body_mass")
     k, d = kin_device(model), device(model)
     pose, S = _buffers(model, qb.shape[0], qb.dtype)
     qdd = np.zeros((qb.shape[0], max(model.nv, 1)), qb.dtype)

@@ -108,6 +108,35 @@ def _step(q: ti.template(), qt: ti.template(), topo: ti.template(), qlim: ti.tem
             qt[b, qa] = ti.min(ti.max(q[b, qa] + scale * d, qlim[qa, 0]), qlim[qa, 1])
 
 
+@ti.func
+def _dls(J: ti.template(), b, lam, e):
+    """y = (J J^T + lam I)^-1 e for J = J[b, 0] (6 x nv)."""
+    A = ti.Matrix.zero(float, 6, 6)
+    for c in range(J.shape[3]):
+        col = ti.Vector([J[b, 0, r, c] for r in ti.static(range(6))])
+        A += col.outer_product(col)
+    for r in ti.static(range(6)):
+        A[r, r] += lam + 1e-12
+    return _cholesky_solve6(A, e)
+
+
+@ti.func
+def _freeze_blocked(q: ti.template(), topo: ti.template(), qlim: ti.template(), J: ti.template(), b, y):
+    """Zeroes the Jacobian columns of 1-dof joints at a limit whose step J^T y points outward."""
+    n = 0
+    for i in range(1, topo[0, 2]):
+        jt, qa, va = topo[i, 1], topo[i, 2], topo[i, 3]
+        if jt == 1 or jt == 2:
+            d = 0.0
+            for r in ti.static(range(6)):
+                d += J[b, 0, r, va] * y[r]
+            if (q[b, qa] >= qlim[qa, 1] and d > 0.0) or (q[b, qa] <= qlim[qa, 0] and d < 0.0):
+                n += 1
+                for r in ti.static(range(6)):
+                    J[b, 0, r, va] = 0.0
+    return n
+
+
 @ti.kernel
 def _ik_kernel(
     q: ti.types.ndarray(ndim=2),
@@ -147,13 +176,12 @@ def _ik_kernel(
                 if not use_rot:
                     for r, c in ti.ndrange((3, 6), J.shape[3]):
                         J[b, 0, r, c] = 0.0
-                A = ti.Matrix.zero(float, 6, 6)
-                for c in range(J.shape[3]):
-                    col = ti.Vector([J[b, 0, r, c] for r in ti.static(range(6))])
-                    A += col.outer_product(col)
-                for r in ti.static(range(6)):
-                    A[r, r] += lam + 1e-12
-                y = _cholesky_solve6(A, e)
+                y = _dls(J, b, lam, e)
+                # active set: a joint at a limit that the step pushes further out is frozen
+                # (its column zeroed) and the step solved again, so LM does not crawl along
+                # a clamped direction
+                if _freeze_blocked(q, topo, qlim, J, b, y) > 0:
+                    y = _dls(J, b, lam, e)
                 # bound the joint-space step (trust region) so a far target cannot fling q
                 nrm = 0.0
                 for c in range(J.shape[3]):
@@ -183,7 +211,7 @@ def _ik_kernel(
 
 
 def _defaults(dtype):
-    return (1e-10, 1e-10) if dtype == np.float64 else (2e-5, 2e-4)
+    return (1e-9, 1e-9) if dtype == np.float64 else (2e-5, 2e-4)
 
 
 def inverse_kinematics(
@@ -195,8 +223,8 @@ def inverse_kinematics(
     *,
     tol_pos: float | None = None,
     tol_rot: float | None = None,
-    max_iters: int = 100,
-    restarts: int = 10,
+    max_iters: int = 200,
+    restarts: int = 20,
     damping: float = 1e-3,
     max_step: float = 0.5,
     seed: int = 0,
@@ -208,7 +236,7 @@ def inverse_kinematics(
         target_pos: (B, 3) m, world frame.
         target_rot: (B, 3, 3) rotation matrices, or None for position-only IK.
         q_init: (B, nq) starting configurations (default: the model's qpos0, clipped to limits).
-        tol_pos, tol_rot: success tolerances in m and rad (default 1e-10 in f64, 2e-5 / 2e-4 in f32).
+        tol_pos, tol_rot: success tolerances in m and rad (default 1e-9 in f64, 2e-5 / 2e-4 in f32).
         max_iters: iterations per attempt. restarts: extra attempts from random configurations
             for envs that failed (seeded by ``seed``: results are reproducible).
         damping: initial Levenberg-Marquardt damping. max_step: joint-space step bound (rad or m).

@@ -96,3 +96,14 @@ def test_bad_input_names_the_field(call, field):
     with pytest.raises(simad.InputError) as e:
         call(model)
     assert e.value.field == field
+
+
+def test_kinematics_only_model_loads_but_forward_dynamics_refuses_it():
+    b = simad.ModelBuilder("massless")
+    body = b.add_body("l1", "world")
+    b.add_joint(body, "j1", "revolute", axis=(0, 0, 1))
+    model = b.finalize()
+    assert simad.forward_kinematics(model, np.zeros(1))[0].shape == (2, 3)
+    with pytest.raises(simad.ModelError) as e:
+        simad.forward_dynamics(model, np.zeros(1), np.zeros(1), np.zeros(1))
+    assert e.value.field == "body_mass"

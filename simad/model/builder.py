@@ -318,9 +318,7 @@ class ModelBuilder:
         unknown = set(self._qpos0) - set(jnames)
         if unknown:
             raise ModelError(f"unknown joint(s) {sorted(unknown)}", element="qpos0", field="joint")
-        masses = np.array([b.mass for b in bodies])
-        if nb > 1 and masses.sum() <= 0 and jnames:
-            raise ModelError("every body is massless", element=f"model '{self.name}'", field="mass")
+        masses = np.array([b.mass for b in bodies])  # all-massless is fine for kinematics
 
         act_names, act_dof, act_gear, act_lim, act_range = [], [], [], [], []
         for name, joint, gear, cr in self._actuators:

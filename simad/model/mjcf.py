@@ -519,10 +519,14 @@ def load_mjcf(source, *, name: str | None = None) -> Model:
         xyaxes / zaxis), ``<inertial>`` (diaginertia or fullinertia) or mass and inertia
         inferred from sphere / box / capsule / cylinder / ellipsoid geoms (density 1000, or the
         geom's ``mass``), hinge / slide / free joints (axis, pos, range, limited, ref, damping,
-        armature), geoms (plane, sphere, capsule, box; cylinder -> capsule; mesh and ellipsoid
-        skipped with a warning), sites and ``<motor>`` actuators on joints. Ignored:
-        assets, visuals, cameras, lights, contacts, sensors, keyframes, equality constraints and
-        tendons (warned), joint stiffness / frictionloss (warned), actuator forcerange (warned).
+        armature), geoms (plane, sphere, capsule, box; cylinder -> capsule; ellipsoids, meshes
+        and height fields skipped for collisions with a warning; visual-only geoms with
+        ``contype = conaffinity = 0`` skipped), sites (pos and orientation, or ``fromto``; a site
+        named like a body is renamed ``"<name>_site"`` with a warning, since frames share one
+        namespace) and ``<motor>`` actuators on joints (gear's first value; an unnamed motor is
+        named after its joint). Ignored: assets, visuals, cameras, lights, contacts, sensors,
+        keyframes, equality constraints and tendons (warned), joint stiffness / frictionloss
+        (warned), actuator forcerange (warned), mesh inertias (warned).
 
     Raises:
         ModelError: naming the element (``"body 'torso'"``, ``"joint 'hip'"``, ``"actuator 'm'"``,
