@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -195,7 +196,10 @@ def load(name: str) -> Model:
         InputError: (field ``name``) for an unknown name or a chain length out of range.
     """
     if isinstance(name, str) and name in _REGISTRY:
-        return _REGISTRY[name]()
+        with warnings.catch_warnings():
+            # the shipped URDFs use cylinders on purpose; the capsule approximation is known
+            warnings.filterwarnings("ignore", message=".*approximated by a capsule.*")
+            return _REGISTRY[name]()
     match = _CHAIN_NAME.fullmatch(name) if isinstance(name, str) else None
     if match is None:
         raise InputError("name", f"unknown model {name!r} (known: {', '.join(available())}, planar_chain_<n>)")
