@@ -9,10 +9,10 @@ import os as _os
 _os.environ.setdefault("ENABLE_TAICHI_HEADER_PRINT", "False")
 
 from .configuration import difference, integrate, neutral, random_configuration
+from .dynamics import forward_dynamics, inverse_dynamics, mass_matrix
 from .errors import InputError, ModelError, NonFiniteError, SimadError
 from .ik import IKResult, inverse_kinematics
 from .kinematics import forward_kinematics, forward_kinematics_vjp, frame_jacobian
-from .dynamics import forward_dynamics, inverse_dynamics, mass_matrix
 from .model import GeomType, JointType, Model, ModelBuilder
 from .model.mjcf import load_mjcf
 from .model.urdf import load_urdf

@@ -182,9 +182,9 @@ def rnea_env(q: ti.template(), qd: ti.template(), qdd: ti.template(), topo: ti.t
         for k in range(ndof(jt)):
             A += motion_col(topo, geo, pose, b, i, k) * qdd[b, va + k]
         _st6(S, b, i, _A, A)
-        I = body_inertia(dyn, pose, b, i)
+        Ib = body_inertia(dyn, pose, b, i)
         V = _v6(S, b, i, _V)
-        _st6(S, b, i, _P, I @ A + cross_force(V, I @ V))
+        _st6(S, b, i, _P, Ib @ A + cross_force(V, Ib @ V))
     for kk in range(nbody - 1):
         i = nbody - 1 - kk
         jt, va = topo[i, 1], topo[i, 3]
@@ -327,10 +327,10 @@ def aba_env(q: ti.template(), qd: ti.template(), tau: ti.template(), topo: ti.te
     frame_poses(q, topo, geo, pose, b)
     velocities(qd, topo, geo, pose, S, b)
     for i in range(1, nbody):
-        I = body_inertia(dyn, pose, b, i)
+        Ib = body_inertia(dyn, pose, b, i)
         V = _v6(S, b, i, _V)
-        _stm6(S, b, i, _IA, I)
-        _st6(S, b, i, _P, cross_force(V, I @ V))
+        _stm6(S, b, i, _IA, Ib)
+        _st6(S, b, i, _P, cross_force(V, Ib @ V))
     for kk in range(nbody - 1):
         i = nbody - 1 - kk
         jt, va, par = topo[i, 1], topo[i, 3], topo[i, 0]

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from reference import assert_close, random_tree, to_pinocchio_q
 
 import simad
-from reference import assert_close, random_tree, to_pinocchio_q
 
 pin = pytest.importorskip("pinocchio")
 DYN_TOL = 1e-9
@@ -53,16 +53,16 @@ def test_damping_and_armature_are_consistent_across_algorithms():
 
 def test_pendulum_matches_the_analytic_equation():
     """A point-ish pendulum: I_pivot qdd = -m g l sin(q) + tau."""
-    m, l, ic = 2.0, 0.7, 0.01
+    m, length, ic = 2.0, 0.7, 0.01
     b = simad.ModelBuilder("pendulum")
-    body = b.add_body("bob", "world", mass=m, com=(0, 0, -l), inertia=(ic, ic, ic))
+    body = b.add_body("bob", "world", mass=m, com=(0, 0, -length), inertia=(ic, ic, ic))
     b.add_joint(body, "hinge", "revolute", axis=(0, 1, 0))
     model = b.finalize()
     q = np.array([[0.3], [-1.2], [2.5]])
     tau = np.array([[0.0], [0.4], [-1.0]])
     qdd = simad.forward_dynamics(model, q, np.zeros_like(q), tau)
     # rotation about +y by q moves the bob to (-l sin q, 0, -l cos q): gravity torque about +y is -m g l sin q
-    expected = (-m * 9.81 * l * np.sin(q) + tau) / (ic + m * l * l)
+    expected = (-m * 9.81 * length * np.sin(q) + tau) / (ic + m * length * length)
     assert_close(qdd, expected, 1e-12, what="pendulum qdd")
 
 

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from reference import random_tree
 
 import simad
-from reference import random_tree
 
 
 def _arm(n=7):

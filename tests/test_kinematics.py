@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from reference import FD_ATOL, FD_RTOL, PIN_TOL, assert_close, random_tree, tangent_fd, to_pinocchio_q
 
 import simad
-from reference import FD_ATOL, FD_RTOL, PIN_TOL, assert_close, random_tree, tangent_fd, to_pinocchio_q
 
 pin = pytest.importorskip("pinocchio")
 

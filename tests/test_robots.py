@@ -10,10 +10,10 @@ import pathlib
 
 import numpy as np
 import pytest
+from reference import PIN_TOL, assert_close
 
 import simad
 import simad.models
-from reference import PIN_TOL, assert_close
 
 pin = pytest.importorskip("pinocchio")
 

@@ -7,10 +7,10 @@ import textwrap
 
 import numpy as np
 import pytest
+from reference import random_tree
 
 import simad
 from simad import kinematics
-from reference import random_tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
