@@ -120,6 +120,16 @@ def body_inertia(dyn: ti.template(), pose: ti.template(), b, i):
 
 
 @ti.func
+def free_col(R, p, k):
+    """Motion column k of a free joint: body-frame linear (k < 3) or angular (k >= 3) unit motion."""
+    e = ti.Vector([R[0, k % 3], R[1, k % 3], R[2, k % 3]])
+    s = _join(ti.Vector([0.0, 0.0, 0.0]), e)
+    if k >= 3:
+        s = _join(e, p.cross(e))
+    return s
+
+
+@ti.func
 def motion_col(topo: ti.template(), geo: ti.template(), pose: ti.template(), b, i, k):
     """Column k of body i's joint-motion subspace (world, about the origin)."""
     jt = topo[i, 1]
@@ -132,11 +142,7 @@ def motion_col(topo: ti.template(), geo: ti.template(), pose: ti.template(), b, 
     elif jt == _PRI:
         s = _join(ti.Vector([0.0, 0.0, 0.0]), R @ row_vec3(geo, i, 12))
     elif jt == _FREE:
-        e = ti.Vector([R[0, k % 3], R[1, k % 3], R[2, k % 3]])
-        if k < 3:
-            s = _join(ti.Vector([0.0, 0.0, 0.0]), e)
-        else:
-            s = _join(e, vec3(pose, b, i, POS).cross(e))
+        s = free_col(R, vec3(pose, b, i, POS), k)
     return s
 
 
@@ -245,16 +251,6 @@ def _crba_kernel(q: ti.types.ndarray(ndim=2), topo: ti.types.ndarray(ndim=2), ge
 # ---------------------------------------------------------------------------------------------
 # ABA: qdd = M^-1 (tau - h - damping qd)
 # ---------------------------------------------------------------------------------------------
-@ti.func
-def free_col(R, p, k):
-    """Motion column k of a free joint: body-frame linear (k < 3) or angular (k >= 3) unit motion."""
-    e = ti.Vector([R[0, k % 3], R[1, k % 3], R[2, k % 3]])
-    s = _join(ti.Vector([0.0, 0.0, 0.0]), e)
-    if k >= 3:
-        s = _join(e, p.cross(e))
-    return s
-
-
 @ti.func
 def _aba_free_inward(qd: ti.template(), tau: ti.template(), dof: ti.template(), pose: ti.template(), S: ti.template(),
                      b, i, va, par, IA, pA):
