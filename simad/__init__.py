@@ -9,6 +9,8 @@ import os as _os
 _os.environ.setdefault("ENABLE_TAICHI_HEADER_PRINT", "False")
 
 from .configuration import difference, integrate, neutral, random_configuration
+from .costs import QuadraticCost
+from .diff import Gradients, rollout_vjp, value_and_grad
 from .dynamics import forward_dynamics, inverse_dynamics, mass_matrix
 from .errors import InputError, ModelError, NonFiniteError, SimadError
 from .ik import IKResult, inverse_kinematics
@@ -16,6 +18,7 @@ from .kinematics import forward_kinematics, forward_kinematics_vjp, frame_jacobi
 from .model import GeomType, JointType, Model, ModelBuilder
 from .model.mjcf import load_mjcf
 from .model.urdf import load_urdf
+from .rollout import Trajectory, rollout
 from .runtime import config as runtime_config
 from .runtime import init
 
@@ -23,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GeomType",
+    "Gradients",
     "IKResult",
     "InputError",
     "JointType",
@@ -30,7 +34,9 @@ __all__ = [
     "ModelBuilder",
     "ModelError",
     "NonFiniteError",
+    "QuadraticCost",
     "SimadError",
+    "Trajectory",
     "__version__",
     "difference",
     "forward_dynamics",
@@ -46,5 +52,8 @@ __all__ = [
     "mass_matrix",
     "neutral",
     "random_configuration",
+    "rollout",
+    "rollout_vjp",
     "runtime_config",
+    "value_and_grad",
 ]

@@ -1,0 +1,430 @@
+"""Batched rollouts: many envs, whole horizons, one fused kernel launch.
+
+One step (zero-order hold on the control over the step):
+
+    u     = k_t + K_t (x_t (-) xref_t)            closed loop (open loop: u = k_t = controls[t])
+    tau   = gear * clip(u, ctrlrange) + tau_limit(q, qd)
+    a     = ABA(q, qd, tau)                      (damping and armature inside, see dynamics.py)
+    semi-implicit Euler:  qd' = qd + dt a,  q' = q (+) dt qd'
+    RK4:  four stages of (qd, a) on the tangent space at q, combined with weights 1, 2, 2, 1 / 6
+
+``(+)`` is ``configuration.integrate`` (free joints on the manifold) and ``x (-) xref`` is
+(``difference(qref, q)``, ``qd - qdref``), 2 nv numbers. Soft joint limits: outside its range a
+limited one-dof joint feels tau_limit = -limit_stiffness (q - bound) - limit_damping qd (a
+spring-damper; zero inside the range).
+
+The kernel is a parallel loop over envs with the time loop inside, so a whole (B, T) rollout
+is one launch; states are stored every ``every`` steps (1 for a full trajectory, more for the
+checkpoints of ``rollout_vjp``). A non-finite state or control stops its env and is reported
+with the env, step and field.
+"""
+
+
+from dataclasses import dataclass
+
+import numpy as np
+import taichi as ti
+
+from . import runtime
+from .dynamics import _NS, _dof, aba_env
+from .dynamics import device as dyn_device
+from .adjoint import conj, integrate_env, q4, quat_log
+from .errors import InputError, ModelError, NonFiniteError
+from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW
+from .kinematics import device as kin_device
+from .model.model import JointType, Model
+from .tmath import quat_mul, quat_to_mat
+from .validate import as_array, as_batch
+
+INTEGRATORS = {"semi_implicit_euler": 0, "rk4": 1}
+LIMIT_STIFFNESS = 1e4  # N m / rad (N / m): default soft-limit spring
+LIMIT_DAMPING = 1e2  # N m s / rad (N s / m): default soft-limit damper
+MAX_STEPS = 10_000_000
+MAX_BYTES = 4 << 30  # largest trajectory a call may allocate
+FIELDS = {1: "qd", 2: "q", 3: "u", 4: "gradient"}  # status codes of the kernels
+
+
+def pack_control(model: Model, dtype) -> dict:
+    """``act`` (max(nu, 1), 5): dof, gear, ctrllimited, lo, hi (a zero-gear row when nu == 0).
+    ``lim`` (max(nv, 1), 4): limited, lo, hi, q index of each dof (one-dof joints only)."""
+    act = np.zeros((max(model.nu, 1), 5), dtype)
+    for a in range(model.nu):
+        lo, hi = model.actuator_ctrlrange[a]
+        act[a] = (model.actuator_dof[a], model.actuator_gear[a], bool(model.actuator_ctrllimited[a]), lo, hi)
+    lim = np.zeros((max(model.nv, 1), 4), dtype)
+    for j in range(model.njnt):
+        if model.jnt_type[j] in (JointType.REVOLUTE, JointType.PRISMATIC) and model.jnt_limited[j]:
+            lim[model.jnt_vadr[j]] = (1.0, *model.jnt_range[j], model.jnt_qadr[j])
+    return {"act": act, "lim": lim}
+
+
+def device(model: Model) -> dict:
+    return runtime.device_data(model, pack_control, "control")
+
+
+# ---------------------------------------------------------------------------------------------
+# Taichi functions of one step
+# ---------------------------------------------------------------------------------------------
+@ti.func
+def controls_env(topo: ti.template(), ff: ti.template(), K: ti.template(), xq: ti.template(), xv: ti.template(),
+                 qw: ti.template(), vw: ti.template(), uw: ti.template(), dx: ti.template(), b, tt, closed):
+    """uw[b] = ff[b, tt] (+ K[b, tt] (x (-) xref[b, tt]) when closed); dx[b] keeps x (-) xref."""
+    nu = uw.shape[1]
+    for a in range(nu):
+        uw[b, a] = ff[b, tt, a]
+    if closed:
+        nbody, nv = topo[0, 2], topo[0, 3]
+        for i in range(1, nbody):
+            jt, qa, va = topo[i, 1], topo[i, 2], topo[i, 3]
+            if jt == _REV or jt == _PRI:
+                dx[b, va] = qw[b, qa] - xq[b, tt, qa]
+            elif jt == _FREE:
+                ur = ti.Vector([xq[b, tt, qa + 3 + k] for k in ti.static(range(4))])
+                urn = ur / ur.norm()
+                Rr = quat_to_mat(ur[0], ur[1], ur[2], ur[3])
+                dp = Rr.transpose() @ ti.Vector([qw[b, qa + k] - xq[b, tt, qa + k] for k in ti.static(range(3))])
+                u = q4(qw, b, qa + 3)
+                w = quat_log(quat_mul(conj(urn), u / u.norm()))
+                for k in ti.static(range(3)):
+                    dx[b, va + k] = dp[k]
+                    dx[b, va + 3 + k] = w[k]
+        for d in range(nv):
+            dx[b, nv + d] = vw[b, d] - xv[b, tt, d]
+        for a in range(nu):
+            acc = uw[b, a]
+            for k in range(2 * nv):
+                acc += K[b, tt, a, k] * dx[b, k]
+            uw[b, a] = acc
+
+
+@ti.func
+def generalized_forces(qw: ti.template(), vw: ti.template(), uw: ti.template(), act: ti.template(),
+                       lim: ti.template(), tw: ti.template(), b, nv, kl, dl):
+    """tw[b] = gear * clip(u) + soft-limit forces."""
+    for d in range(nv):
+        tw[b, d] = 0.0
+    for a in range(uw.shape[1]):
+        u = uw[b, a]
+        if act[a, 2] > 0.5:
+            u = ti.min(ti.max(u, act[a, 3]), act[a, 4])
+        tw[b, ti.cast(act[a, 0], ti.i32)] += act[a, 1] * u
+    for d in range(nv):
+        if lim[d, 0] > 0.5:
+            x = qw[b, ti.cast(lim[d, 3], ti.i32)]
+            if x > lim[d, 2]:
+                tw[b, d] += -kl * (x - lim[d, 2]) - dl * vw[b, d]
+            elif x < lim[d, 1]:
+                tw[b, d] += -kl * (x - lim[d, 1]) - dl * vw[b, d]
+
+
+@ti.func
+def stage_accel(qw: ti.template(), vw: ti.template(), uw: ti.template(), tw: ti.template(), aw: ti.template(),
+                topo: ti.template(), geo: ti.template(), dyn: ti.template(), dof: ti.template(), act: ti.template(),
+                lim: ti.template(), pose: ti.template(), S: ti.template(), b, kl, dl):
+    generalized_forces(qw, vw, uw, act, lim, tw, b, topo[0, 3], kl, dl)
+    aba_env(qw, vw, tw, topo, geo, dyn, dof, pose, S, aw, b)
+
+
+@ti.func
+def rk4_stage_state(topo: ti.template(), q0w: ti.template(), v0w: ti.template(), ks: ti.template(),
+                    qw: ti.template(), vw: ti.template(), b, s, dt):
+    """State of RK4 stage s (1..3): x0 (+) c_s dt k_{s-1}, c = 1/2, 1/2, 1."""
+    c = 0.5
+    if s == 3:
+        c = 1.0
+    integrate_env(topo, q0w, ks, s - 1, c * dt, qw, b)
+    for d in range(topo[0, 3]):
+        vw[b, d] = v0w[b, d] + c * dt * ks[b, 4 + s - 1, d]
+
+
+@ti.func
+def step_env(topo: ti.template(), geo: ti.template(), dyn: ti.template(), dof: ti.template(), act: ti.template(),
+             lim: ti.template(), pose: ti.template(), S: ti.template(), qw: ti.template(), vw: ti.template(),
+             uw: ti.template(), tw: ti.template(), aw: ti.template(), q0w: ti.template(), v0w: ti.template(),
+             ks: ti.template(), b, dt, rk4, kl, dl):
+    """(qw, vw) <- one step from (qw, vw) under the control uw. ks (B, 9, nv) keeps the stage
+    slopes: rows 0-3 velocities, 4-7 accelerations, 8 the combined velocity (Euler: row 0 = qd')."""
+    nv = topo[0, 3]
+    if rk4:
+        for k in range(qw.shape[1]):
+            q0w[b, k] = qw[b, k]
+        for d in range(nv):
+            v0w[b, d] = vw[b, d]
+    nst = 1 + 3 * rk4
+    for s in range(nst):  # one call site of the ABA keeps the compiled kernel small
+        if s > 0:
+            rk4_stage_state(topo, q0w, v0w, ks, qw, vw, b, s, dt)
+        stage_accel(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl)
+        for d in range(nv):
+            ks[b, s, d] = vw[b, d]
+            ks[b, 4 + s, d] = aw[b, d]
+    if rk4 == 0:
+        for d in range(nv):
+            vw[b, d] += dt * aw[b, d]
+            ks[b, 0, d] = vw[b, d]
+        integrate_env(topo, qw, ks, 0, dt, qw, b)
+    else:
+        for d in range(nv):
+            ks[b, 8, d] = (ks[b, 0, d] + 2.0 * ks[b, 1, d] + 2.0 * ks[b, 2, d] + ks[b, 3, d]) / 6.0
+            vw[b, d] = v0w[b, d] + dt * (ks[b, 4, d] + 2.0 * ks[b, 5, d] + 2.0 * ks[b, 6, d] + ks[b, 7, d]) / 6.0
+        integrate_env(topo, q0w, ks, 8, dt, qw, b)
+
+
+@ti.kernel
+def _rollout_kernel(q0: ti.types.ndarray(ndim=2), v0: ti.types.ndarray(ndim=2), ff: ti.types.ndarray(ndim=3),
+                    K: ti.types.ndarray(ndim=4), xq: ti.types.ndarray(ndim=3), xv: ti.types.ndarray(ndim=3),
+                    topo: ti.types.ndarray(ndim=2), geo: ti.types.ndarray(ndim=2), dyn: ti.types.ndarray(ndim=2),
+                    dof: ti.types.ndarray(ndim=2), act: ti.types.ndarray(ndim=2), lim: ti.types.ndarray(ndim=2),
+                    pose: ti.types.ndarray(ndim=3), S: ti.types.ndarray(ndim=3), qw: ti.types.ndarray(ndim=2),
+                    vw: ti.types.ndarray(ndim=2), uw: ti.types.ndarray(ndim=2), tw: ti.types.ndarray(ndim=2),
+                    aw: ti.types.ndarray(ndim=2), q0w: ti.types.ndarray(ndim=2), v0w: ti.types.ndarray(ndim=2),
+                    dx: ti.types.ndarray(ndim=2), ks: ti.types.ndarray(ndim=3), qs: ti.types.ndarray(ndim=3),
+                    vs: ti.types.ndarray(ndim=3), us: ti.types.ndarray(ndim=3), status: ti.types.ndarray(ndim=2),
+                    t0: ti.i32, T: ti.i32, every: ti.i32, dt: float, rk4: ti.i32, closed: ti.i32,
+                    store_u: ti.i32, kl: float, dl: float, serial: ti.template()):
+    """States at steps 0, every, 2 every, ... and T into qs, vs (row t // every, the last row T)."""
+    ti.loop_config(serialize=serial)
+    for b in range(q0.shape[0]):
+        nq, nv, nu = q0.shape[1], v0.shape[1], uw.shape[1]
+        for k in range(nq):
+            qw[b, k] = q0[b, k]
+            qs[b, 0, k] = q0[b, k]
+        for d in range(nv):
+            vw[b, d] = v0[b, d]
+            vs[b, 0, d] = v0[b, d]
+        status[b, 0] = 0
+        status[b, 1] = 0
+        for t in range(T):
+            if status[b, 0] == 0:
+                controls_env(topo, ff, K, xq, xv, qw, vw, uw, dx, b, t0 + t, closed)
+                bad = 0
+                for a in range(nu):
+                    if store_u:
+                        us[b, t, a] = uw[b, a]
+                    if ti.math.isinf(uw[b, a]) or ti.math.isnan(uw[b, a]):
+                        bad = 3
+                if bad == 0:
+                    step_env(topo, geo, dyn, dof, act, lim, pose, S, qw, vw, uw, tw, aw, q0w, v0w, ks, b, dt, rk4,
+                             kl, dl)
+                    for d in range(nv):
+                        if ti.math.isinf(vw[b, d]) or ti.math.isnan(vw[b, d]):
+                            bad = 1
+                    for k in range(nq):
+                        if ti.math.isinf(qw[b, k]) or ti.math.isnan(qw[b, k]):
+                            bad = 2
+                if bad != 0:
+                    status[b, 0] = t0 + t + 1
+                    status[b, 1] = bad
+                elif (t + 1) % every == 0 or t + 1 == T:
+                    row = (t + every) // every
+                    for k in range(nq):
+                        qs[b, row, k] = qw[b, k]
+                    for d in range(nv):
+                        vs[b, row, d] = vw[b, d]
+
+
+# ---------------------------------------------------------------------------------------------
+# Python side
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Trajectory:
+    """A batched rollout.
+
+    Attributes:
+        q: (B, T+1, nq) configurations (free joints: position m, quaternion w-first).
+        qd: (B, T+1, nv) velocities (free joints: body frame, linear then angular).
+        u: (B, T, nu) the controls applied at each step, before clipping to the control range
+            (open loop: the given controls; closed loop: k_t + K_t (x_t (-) xref_t)).
+        dt: the step, s. integrator: its name.
+    """
+
+    q: np.ndarray
+    qd: np.ndarray
+    u: np.ndarray
+    dt: float
+    integrator: str
+
+
+@dataclass
+class _Inputs:
+    """Validated rollout inputs, shared by rollout, rollout_vjp and linearize."""
+
+    model: Model
+    q0: np.ndarray
+    v0: np.ndarray
+    ff: np.ndarray
+    K: np.ndarray
+    xq: np.ndarray
+    xv: np.ndarray
+    closed: bool
+    dt: float
+    rk4: int
+    integrator: str
+    kl: float
+    dl: float
+    B: int
+    T: int
+
+
+def _check_model(model: Model):
+    if not isinstance(model, Model):
+        raise InputError("model", f"expected a simad.Model, got {type(model).__name__}")
+    if model.nv == 0:
+        raise ModelError("the model has no degrees of freedom to simulate", element=f"model '{model.name}'", field="nv")
+    if model.body_mass.sum() + model.dof_armature.sum() <= 0:
+        raise ModelError("every body is massless: forward dynamics is undefined", element=f"model '{model.name}'",
+                         field="body_mass")
+
+
+def _positive(x, name):
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise InputError(name, f"expected a number, got {type(x).__name__}") from None
+    if not np.isfinite(v) or v <= 0:
+        raise InputError(name, f"expected a finite number > 0, got {x!r}")
+    return v
+
+
+def _per_env(x, B, T, width, name, dims=1):
+    """(B, T, *width) from (B, T, *width) or (T, *width) (broadcast over envs)."""
+    a = np.asarray(x) if not isinstance(x, np.ndarray) else x
+    tail = tuple(width) if isinstance(width, tuple) else (width,)
+    if a.ndim == 1 + len(tail):
+        a = as_array(a, (T,) + tail, name)
+        return np.ascontiguousarray(np.broadcast_to(a, (B, T) + tail))
+    return as_array(a, (B, T) + tail, name)
+
+
+def prepare(model, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limit_stiffness, limit_damping,
+            horizon=None) -> _Inputs:
+    _check_model(model)
+    q0b, _ = as_batch(model, q0, "q0")
+    v0b, _ = as_batch(model, qd0, "qd0", model.nv)
+    B = q0b.shape[0]
+    if v0b.shape[0] != B:
+        raise InputError("qd0", f"expected {B} rows like q0, got {v0b.shape[0]}")
+    dt = _positive(dt, "dt")
+    if integrator not in INTEGRATORS:
+        raise InputError("integrator", f"expected one of {sorted(INTEGRATORS)}, got {integrator!r}")
+    kl = float(limit_stiffness)
+    dl = float(limit_damping)
+    for v, nm in ((kl, "limit_stiffness"), (dl, "limit_damping")):
+        if not np.isfinite(v) or v < 0:
+            raise InputError(nm, f"expected a finite number >= 0, got {v}")
+    nu = model.nu
+    c = np.asarray(controls) if controls is not None else None
+    if c is None:
+        if horizon is None:
+            raise InputError("controls", "expected an array (B, T, nu) or (T, nu); got None")
+        T = int(horizon)
+    else:
+        if c.ndim not in (2, 3):
+            raise InputError("controls", f"expected shape (B, T, {nu}) or (T, {nu}), got {c.shape}")
+        T = c.shape[-2]
+    if T < 1 or T > MAX_STEPS:
+        raise InputError("controls", f"horizon T must be in [1, {MAX_STEPS}], got {T}")
+    nbytes = B * (T + 1) * (model.nq + model.nv + model.nu) * np.dtype(runtime.real_dtype()).itemsize
+    if nbytes > MAX_BYTES:
+        raise InputError("controls", f"B={B} x T={T} needs {nbytes / 2**30:.1f} GiB of trajectory, over the "
+                                     f"{MAX_BYTES / 2**30:.0f} GiB limit per call; split the batch or the horizon")
+    dtype = runtime.real_dtype()
+    nup = max(nu, 1)
+    if c is None:
+        ff = np.zeros((B, T, nup), dtype)
+    elif nu == 0:
+        if c.shape[-1] != 0:
+            raise InputError("controls", f"the model has no actuators: expected last dimension 0, got {c.shape}")
+        ff = np.zeros((B, T, 1), dtype)
+    else:
+        ff = _per_env(c, B, T, nu, "controls")
+    closed = gains is not None
+    if closed:
+        nv = model.nv
+        K = _per_env(gains, B, T, (nu, 2 * nv), "gains") if nu else np.zeros((B, T, 1, 2 * nv), dtype)
+        if q_ref is None:
+            raise InputError("q_ref", "closed-loop rollouts need q_ref (B, T, nq) or (T, nq) with the gains")
+        xq = _per_env(q_ref, B, T, model.nq, "q_ref")
+        xv = _per_env(qd_ref, B, T, nv, "qd_ref") if qd_ref is not None else np.zeros((B, T, nv), dtype)
+    else:
+        if q_ref is not None or qd_ref is not None:
+            raise InputError("q_ref", "references are only used with gains (closed loop)")
+        K = np.zeros((1, 1, 1, 1), dtype)
+        xq = np.zeros((1, 1, 1), dtype)
+        xv = np.zeros((1, 1, 1), dtype)
+    return _Inputs(model, q0b, v0b, ff, K, xq, xv, closed, dt, INTEGRATORS[integrator], integrator, kl, dl, B, T)
+
+
+class _Work:
+    """Per-env work buffers of the step kernels (reused within a call)."""
+
+    def __init__(self, model: Model, B: int, dtype):
+        nq, nv, nu = model.nq, model.nv, max(model.nu, 1)
+        self.pose = np.zeros((B, model.nframe, 12), dtype)
+        self.S = np.zeros((B, model.nbody, _NS), dtype)
+        self.qw, self.q0w = np.zeros((B, nq), dtype), np.zeros((B, nq), dtype)
+        self.vw, self.tw, self.aw, self.v0w = (np.zeros((B, nv), dtype) for _ in range(4))
+        self.uw = np.zeros((B, nu), dtype)
+        self.dx = np.zeros((B, 2 * nv), dtype)
+        self.ks = np.zeros((B, 9, nv), dtype)
+
+
+def run_forward(inp: _Inputs, q0, v0, t0: int, T: int, every: int, store_u: bool, work: _Work | None = None):
+    """Runs T steps from (q0, v0) starting at global step t0; returns qs, vs (rows every
+    ``every`` steps and the last), us (B, T, nu) or None, and the status (B, 2)."""
+    m = inp.model
+    dtype = q0.dtype
+    B = q0.shape[0]
+    rows = (T + every - 1) // every + 1
+    qs = np.empty((B, rows, m.nq), dtype)
+    vs = np.empty((B, rows, m.nv), dtype)
+    us = np.empty((B, T, inp.ff.shape[2]), dtype) if store_u else np.zeros((1, 1, 1), dtype)
+    status = np.zeros((B, 2), np.int32)
+    w = work or _Work(m, B, dtype)
+    k, d, c = kin_device(m), dyn_device(m), device(m)
+    _rollout_kernel(q0, v0, inp.ff, inp.K, inp.xq, inp.xv, k["topo"], k["geo"], d["dyn"], _dof(d), c["act"],
+                    c["lim"], w.pose, w.S, w.qw, w.vw, w.uw, w.tw, w.aw, w.q0w, w.v0w, w.dx, w.ks, qs, vs, us,
+                    status, t0, T, every, inp.dt, inp.rk4, int(inp.closed), int(store_u), inp.kl, inp.dl,
+                    B < SERIAL_BELOW)
+    return qs, vs, (us if store_u else None), status
+
+
+def raise_status(status: np.ndarray, what: str = "rollout"):
+    bad = np.flatnonzero(status[:, 0])
+    if bad.size:
+        steps = status[bad, 0]
+        env = int(bad[np.argmin(steps)])
+        step, code = int(status[env, 0]), int(status[env, 1])
+        raise NonFiniteError(FIELDS.get(code, "state"), env, step,
+                             f"{what} diverged ({bad.size} env(s) affected); check dt, gains and inputs")
+
+
+def rollout(model: Model, q0, qd0, controls, dt: float, integrator: str = "semi_implicit_euler", *, gains=None,
+            q_ref=None, qd_ref=None, limit_stiffness: float = LIMIT_STIFFNESS,
+            limit_damping: float = LIMIT_DAMPING) -> Trajectory:
+    """Simulates B envs for T steps in one kernel launch.
+
+    Args:
+        model: the robot.
+        q0: (B, nq) or (nq,) initial configurations. qd0: (B, nv) or (nv,) initial velocities.
+        controls: (B, T, nu) or (T, nu) motor commands held over each step (units of the
+            actuator: tau = gear * clip(u, ctrlrange)). With ``gains``, the feedforward k_t.
+        dt: step, s. integrator: "semi_implicit_euler" (qd' = qd + dt a, q' = q (+) dt qd',
+            like MuJoCo's Euler without damping) or "rk4".
+        gains: optional (B, T, nu, 2 nv) or (T, nu, 2 nv) feedback K_t on x (-) xref = (difference
+            (q_ref, q), qd - qd_ref): u_t = controls_t + K_t (x_t (-) xref_t).
+        q_ref: (B, T, nq) or (T, nq) reference configurations (required with gains).
+        qd_ref: (B, T, nv) or (T, nv) reference velocities (zero if omitted).
+        limit_stiffness, limit_damping: soft joint-limit spring (N m/rad) and damper (N m s/rad).
+
+    Returns:
+        A ``Trajectory`` with q (B, T+1, nq), qd (B, T+1, nv) and the applied u (B, T, nu).
+
+    Raises:
+        InputError: a malformed argument (the field is named). NonFiniteError: the simulation
+        produced NaN or inf (first env, step and field).
+    """
+    inp = prepare(model, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limit_stiffness, limit_damping)
+    qs, vs, us, status = run_forward(inp, inp.q0, inp.v0, 0, inp.T, 1, True)
+    raise_status(status)
+    return Trajectory(qs, vs, us[:, :, : model.nu], inp.dt, inp.integrator)
