@@ -15,6 +15,7 @@ from .dynamics import forward_dynamics, inverse_dynamics, mass_matrix
 from .errors import InputError, ModelError, NonFiniteError, SimadError
 from .ik import IKResult, inverse_kinematics
 from .kinematics import forward_kinematics, forward_kinematics_vjp, frame_jacobian
+from .linearize import linearize, rollout_jvp
 from .model import GeomType, JointType, Model, ModelBuilder
 from .model.mjcf import load_mjcf
 from .model.urdf import load_urdf
@@ -47,12 +48,14 @@ __all__ = [
     "integrate",
     "inverse_dynamics",
     "inverse_kinematics",
+    "linearize",
     "load_mjcf",
     "load_urdf",
     "mass_matrix",
     "neutral",
     "random_configuration",
     "rollout",
+    "rollout_jvp",
     "rollout_vjp",
     "runtime_config",
     "value_and_grad",

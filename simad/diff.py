@@ -112,6 +112,97 @@ def feedback_vjp(topo: ti.template(), K: ti.template(), xq: ti.template(), qw: t
                 qb[b, qa + 3 + k] += gb[k]
 
 
+@ti.func
+def step_vjp(topo: ti.template(), geo: ti.template(), dyn: ti.template(), dof: ti.template(), act: ti.template(),
+             lim: ti.template(), pose: ti.template(), S: ti.template(), G: ti.template(), qw: ti.template(),
+             vw: ti.template(), uw: ti.template(), tw: ti.template(), aw: ti.template(), q0w: ti.template(),
+             v0w: ti.template(), ks: ti.template(), lam: ti.template(), qsb: ti.template(), vsb: ti.template(),
+             qbt: ti.template(), vbt: ti.template(), ub: ti.template(), kb: ti.template(), qb: ti.template(),
+             vb: ti.template(), pbar: ti.template(), dofbar: ti.template(), gearbar: ti.template(), b, dt, rk4, kl,
+             dl):
+    """Reverse of one step from the state (q0w, v0w) under the control uw: the cotangent (qb, vb)
+    of the next state -> qbt, vbt (of the state, overwritten) and ub (of u, added to), plus the
+    parameter cotangents. Leaves the step's stage slopes in ks (row 0 = qd' for Euler, row 8 the
+    RK4 combination), so the next state is integrate(q0w, ks[row], dt)."""
+    nq, nv = q0w.shape[1], topo[0, 3]
+    nst = 1 + 3 * rk4
+    # iterations 0 .. nst-1 recompute the stages forward, nst .. 2 nst - 1 reverse them, last
+    # first; one call site of the ABA (and of its adjoint) keeps the compiled kernel small
+    for it in range(2 * nst):
+        s = it
+        if it >= nst:
+            s = 2 * nst - 1 - it
+        if it == nst:
+            _final_vjp(topo, q0w, v0w, ks, kb, qb, vb, qbt, vbt, b, dt, rk4)
+        if s > 0:
+            rk4_stage_state(topo, q0w, v0w, ks, qw, vw, b, s, dt)
+        else:
+            for k in range(nq):
+                qw[b, k] = q0w[b, k]
+            for d in range(nv):
+                vw[b, d] = v0w[b, d]
+        stage_accel(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl)
+        if it < nst:
+            for d in range(nv):
+                ks[b, s, d] = vw[b, d]
+                ks[b, 4 + s, d] = aw[b, d]
+        else:
+            for k in range(nq):
+                qsb[b, k] = 0.0
+            for d in range(nv):
+                tw[b, d] = kb[b, 4 + s, d]
+                vsb[b, d] = kb[b, s, d]
+            accel_vjp(qw, vw, uw, aw, tw, lam, qsb, vsb, ub, topo, geo, dyn, dof, act, lim, pose, S, G, pbar, dofbar,
+                      gearbar, b, kl, dl)
+            for d in range(nv):
+                vbt[b, d] += vsb[b, d]
+            if s == 0:
+                for k in range(nq):
+                    qbt[b, k] += qsb[b, k]
+            else:
+                c = 0.5
+                if s == 3:
+                    c = 1.0
+                for d in range(nv):
+                    kb[b, 4 + s - 1, d] += c * dt * vsb[b, d]
+                integrate_vjp(topo, q0w, ks, s - 1, c * dt, qsb, qbt, kb, b)
+
+
+@ti.func
+def _final_vjp(topo: ti.template(), q0w: ti.template(), v0w: ti.template(), ks: ti.template(), kb: ti.template(),
+               qb: ti.template(), vb: ti.template(), qbt: ti.template(), vbt: ti.template(), b, dt, rk4):
+    """Reverse of the step's last line (Euler: qd' = qd + dt a, q' = q (+) dt qd'; RK4: the
+    weighted sum of the stages): (qb, vb) -> qbt, vbt and the stage-slope cotangents kb."""
+    nq, nv = q0w.shape[1], topo[0, 3]
+    for k in range(nq):
+        qbt[b, k] = 0.0
+    for d in range(nv):
+        vbt[b, d] = 0.0
+        for r in range(9):
+            kb[b, r, d] = 0.0
+    row = 8
+    if rk4 == 0:
+        row = 0
+        for d in range(nv):
+            ks[b, 0, d] = v0w[b, d] + dt * ks[b, 4, d]
+    else:
+        for d in range(nv):
+            ks[b, 8, d] = (ks[b, 0, d] + 2.0 * ks[b, 1, d] + 2.0 * ks[b, 2, d] + ks[b, 3, d]) / 6.0
+    integrate_vjp(topo, q0w, ks, row, dt, qb, qbt, kb, b)
+    for d in range(nv):
+        vbt[b, d] += vb[b, d]
+        if rk4 == 0:
+            vn = kb[b, 0, d] + vb[b, d]  # total cotangent of qd'
+            vbt[b, d] += kb[b, 0, d]
+            kb[b, 4, d] = dt * vn
+            kb[b, 0, d] = 0.0
+        else:
+            for s in ti.static(range(4)):
+                wgt = 1.0 if s == 0 or s == 3 else 2.0
+                kb[b, s, d] += wgt / 6.0 * kb[b, 8, d]
+                kb[b, 4 + s, d] += dt * wgt / 6.0 * vb[b, d]
+
+
 @ti.kernel
 def _reverse_kernel(qs: ti.types.ndarray(ndim=3), vs: ti.types.ndarray(ndim=3), ff: ti.types.ndarray(ndim=3),
                     K: ti.types.ndarray(ndim=4), xq: ti.types.ndarray(ndim=3), xv: ti.types.ndarray(ndim=3),
@@ -144,82 +235,15 @@ def _reverse_kernel(qs: ti.types.ndarray(ndim=3), vs: ti.types.ndarray(ndim=3), 
             t = n - 1 - tr
             tt = t0 + t
             if status[b, 0] == 0:
-                # recompute the step's forward pass
                 for k in range(nq):
-                    qw[b, k] = qs[b, t, k]
                     q0w[b, k] = qs[b, t, k]
                 for d in range(nv):
-                    vw[b, d] = vs[b, t, d]
                     v0w[b, d] = vs[b, t, d]
-                controls_env(topo, ff, K, xq, xv, qw, vw, uw, dx, b, tt, closed)
-                nst = 1 + 3 * rk4
-                for s in range(nst):
-                    if s > 0:
-                        rk4_stage_state(topo, q0w, v0w, ks, qw, vw, b, s, dt)
-                    stage_accel(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl)
-                    for d in range(nv):
-                        ks[b, s, d] = vw[b, d]
-                        ks[b, 4 + s, d] = aw[b, d]
-                for k in range(nq):
-                    qbt[b, k] = 0.0
-                for d in range(nv):
-                    vbt[b, d] = 0.0
-                    for r in range(9):
-                        kb[b, r, d] = 0.0
+                controls_env(topo, ff, K, xq, xv, q0w, v0w, uw, dx, b, tt, closed)
                 for a in range(nu):
                     ub[b, a] = cu[b, t, a]
-                # the final combination
-                row = 8
-                if rk4 == 0:
-                    row = 0
-                    for d in range(nv):  # Euler: qd' = qd + dt a, q' = q (+) dt qd'
-                        ks[b, 0, d] = v0w[b, d] + dt * ks[b, 4, d]
-                else:
-                    for d in range(nv):
-                        ks[b, 8, d] = (ks[b, 0, d] + 2.0 * ks[b, 1, d] + 2.0 * ks[b, 2, d] + ks[b, 3, d]) / 6.0
-                integrate_vjp(topo, q0w, ks, row, dt, qb, qbt, kb, b)
-                for d in range(nv):
-                    vbt[b, d] += vb[b, d]
-                    if rk4 == 0:
-                        vn = kb[b, 0, d] + vb[b, d]  # total cotangent of qd'
-                        vbt[b, d] += kb[b, 0, d]
-                        kb[b, 4, d] = dt * vn
-                        kb[b, 0, d] = 0.0
-                    else:
-                        for s in ti.static(range(4)):
-                            wgt = 1.0 if s == 0 or s == 3 else 2.0
-                            kb[b, s, d] += wgt / 6.0 * kb[b, 8, d]
-                            kb[b, 4 + s, d] += dt * wgt / 6.0 * vb[b, d]
-                # the stages, last first
-                for sr in range(nst):
-                    s = nst - 1 - sr
-                    if s > 0:
-                        rk4_stage_state(topo, q0w, v0w, ks, qw, vw, b, s, dt)
-                    else:
-                        for k in range(nq):
-                            qw[b, k] = q0w[b, k]
-                        for d in range(nv):
-                            vw[b, d] = v0w[b, d]
-                    stage_accel(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl)
-                    for k in range(nq):
-                        qsb[b, k] = 0.0
-                    for d in range(nv):
-                        tw[b, d] = kb[b, 4 + s, d]
-                        vsb[b, d] = kb[b, s, d]
-                    accel_vjp(qw, vw, uw, aw, tw, lam, qsb, vsb, ub, topo, geo, dyn, dof, act, lim, pose, S, G,
-                              pbar, dofbar, gearbar, b, kl, dl)
-                    for d in range(nv):
-                        vbt[b, d] += vsb[b, d]
-                    if s == 0:
-                        for k in range(nq):
-                            qbt[b, k] += qsb[b, k]
-                    else:
-                        c = 0.5
-                        if s == 3:
-                            c = 1.0
-                        for d in range(nv):
-                            kb[b, 4 + s - 1, d] += c * dt * vsb[b, d]
-                        integrate_vjp(topo, q0w, ks, s - 1, c * dt, qsb, qbt, kb, b)
+                step_vjp(topo, geo, dyn, dof, act, lim, pose, S, G, qw, vw, uw, tw, aw, q0w, v0w, ks, lam, qsb, vsb,
+                         qbt, vbt, ub, kb, qb, vb, pbar, dofbar, gearbar, b, dt, rk4, kl, dl)
                 # the controls
                 for a in range(nu):
                     ffb[b, tt, a] = ub[b, a]
@@ -328,7 +352,8 @@ def _params_dict(model: Model, pbar, dofbar, gearbar, names) -> dict:
         elif name == "body_com":
             v = pb[:, 1:4].copy()
         elif name == "body_inertia":
-            v = pb[:, 4:13].reshape(nb, 3, 3).copy()
+            v = pb[:, 4:13].reshape(nb, 3, 3)
+            v = 0.5 * (v + v.transpose(0, 2, 1))  # symmetric: <g, E> for a symmetric change E
         elif name == "body_pos":
             v = pb[:, 13:16].copy()
         elif name == "gravity":

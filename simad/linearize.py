@@ -1,0 +1,213 @@
+"""Discrete-time linearizations of the step map and the forward-mode JVP of a rollout.
+
+For x = (q, qd) and the step x' = f(x, u) of ``rollout`` (same integrator, actuators and soft
+limits): A = dx'/dx (2 nv x 2 nv) and B = dx'/du (2 nv x nu), in the tangent space, so a free
+joint's six rows and columns are the body-frame (linear, angular) directions of
+``configuration.integrate``: x (+) dx with dx = (dq_tangent, dqd).
+
+Each point runs in one thread of one kernel launch: the step is recomputed once, then each of
+the 2 nv rows of [A | B] is one exact reverse pass of the step (``diff.step_vjp``) seeded with
+a unit cotangent of x'. The clip of u to the control range passes derivatives inside the range
+and blocks them outside it.
+"""
+
+import numpy as np
+import taichi as ti
+
+from .adjoint import NG, NPB, conj, integrate_env, q4
+from .diff import step_vjp
+from .dynamics import _dof
+from .dynamics import device as dyn_device
+from .errors import InputError
+from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW
+from .kinematics import device as kin_device
+from .model.model import Model
+from .rollout import INTEGRATORS, LIMIT_DAMPING, LIMIT_STIFFNESS, _check_model, _positive, _Work, device
+from .rollout import raise_status, rollout
+from .tmath import quat_mul, quat_to_mat
+from .validate import MAX_BATCH, as_array
+
+
+@ti.kernel
+def _linearize_kernel(q: ti.types.ndarray(ndim=2), v: ti.types.ndarray(ndim=2), u: ti.types.ndarray(ndim=2),
+                      topo: ti.types.ndarray(ndim=2), geo: ti.types.ndarray(ndim=2), dyn: ti.types.ndarray(ndim=2),
+                      dof: ti.types.ndarray(ndim=2), act: ti.types.ndarray(ndim=2), lim: ti.types.ndarray(ndim=2),
+                      pose: ti.types.ndarray(ndim=3), S: ti.types.ndarray(ndim=3), G: ti.types.ndarray(ndim=3),
+                      qw: ti.types.ndarray(ndim=2), vw: ti.types.ndarray(ndim=2), tw: ti.types.ndarray(ndim=2),
+                      aw: ti.types.ndarray(ndim=2), q0w: ti.types.ndarray(ndim=2), v0w: ti.types.ndarray(ndim=2),
+                      ks: ti.types.ndarray(ndim=3), lam: ti.types.ndarray(ndim=2), qsb: ti.types.ndarray(ndim=2),
+                      vsb: ti.types.ndarray(ndim=2), qbt: ti.types.ndarray(ndim=2), vbt: ti.types.ndarray(ndim=2),
+                      ub: ti.types.ndarray(ndim=2), kb: ti.types.ndarray(ndim=3), qb: ti.types.ndarray(ndim=2),
+                      vb: ti.types.ndarray(ndim=2), qn: ti.types.ndarray(ndim=2), pbar: ti.types.ndarray(ndim=3),
+                      dofbar: ti.types.ndarray(ndim=3), gearbar: ti.types.ndarray(ndim=2),
+                      A: ti.types.ndarray(ndim=3), Bm: ti.types.ndarray(ndim=3), status: ti.types.ndarray(ndim=2),
+                      dt: float, rk4: ti.i32, kl: float, dl: float, serial: ti.template()):
+    ti.loop_config(serialize=serial)
+    for b in range(q.shape[0]):
+        nq, nv, nu, nbody = q.shape[1], v.shape[1], u.shape[1], topo[0, 2]
+        for k in range(nq):
+            q0w[b, k] = q[b, k]
+        for d in range(nv):
+            v0w[b, d] = v[b, d]
+        for it in range(2 * nv + 1):  # it 0 computes the next state; it = r + 1 gives row r
+            r = it - 1
+            for k in range(nq):
+                qb[b, k] = 0.0
+            for d in range(nv):
+                vb[b, d] = 0.0
+            if r >= nv:
+                vb[b, r - nv] = 1.0
+            elif r >= 0:  # the unit cotangent of tangent direction r of x', in coordinates
+                for i in range(1, nbody):
+                    jt, qa, va = topo[i, 1], topo[i, 2], topo[i, 3]
+                    if (jt == _REV or jt == _PRI) and va == r:
+                        qb[b, qa] = 1.0
+                    elif jt == _FREE and va <= r and r < va + 6:
+                        e = ti.Vector([0.0, 0.0, 0.0])
+                        for c in ti.static(range(3)):
+                            if r - va == c or r - va == 3 + c:
+                                e[c] = 1.0
+                        un = q4(qn, b, qa + 3)
+                        if r - va < 3:  # position moves by R(quat) dv
+                            p = quat_to_mat(un[0], un[1], un[2], un[3]) @ e
+                            for c in ti.static(range(3)):
+                                qb[b, qa + c] = p[c]
+                        else:  # quat * exp(dw): d quat = quat (0, dw) / 2, pseudo-inverse 2 quat (0, e)
+                            g = 2.0 * quat_mul(un / un.norm(), ti.Vector([0.0, e[0], e[1], e[2]]))
+                            for c in ti.static(range(4)):
+                                qb[b, qa + 3 + c] = g[c]
+            for a in range(nu):
+                ub[b, a] = 0.0
+            step_vjp(topo, geo, dyn, dof, act, lim, pose, S, G, qw, vw, u, tw, aw, q0w, v0w, ks, lam, qsb, vsb, qbt,
+                     vbt, ub, kb, qb, vb, pbar, dofbar, gearbar, b, dt, rk4, kl, dl)
+            if r < 0:
+                row = 8
+                if rk4 == 0:
+                    row = 0
+                integrate_env(topo, q0w, ks, row, dt, qn, b)
+                continue
+            # coordinates -> tangent at x: J^T q_bar
+            for i in range(1, nbody):
+                jt, qa, va = topo[i, 1], topo[i, 2], topo[i, 3]
+                if jt == _REV or jt == _PRI:
+                    A[b, r, va] = qbt[b, qa]
+                elif jt == _FREE:
+                    uq = q4(q0w, b, qa + 3)
+                    uq = uq / uq.norm()
+                    pl = quat_to_mat(uq[0], uq[1], uq[2], uq[3]).transpose() @ ti.Vector(
+                        [qbt[b, qa], qbt[b, qa + 1], qbt[b, qa + 2]])
+                    w = 0.5 * quat_mul(conj(uq), q4(qbt, b, qa + 3)) * q4(q0w, b, qa + 3).norm()
+                    for c in ti.static(range(3)):
+                        A[b, r, va + c] = pl[c]
+                        A[b, r, va + 3 + c] = w[1 + c]
+            bad = 0
+            for d in range(nv):
+                A[b, r, nv + d] = vbt[b, d]
+                if ti.math.isnan(vbt[b, d]) or ti.math.isinf(vbt[b, d]):
+                    bad = 1
+            for a in range(nu):
+                Bm[b, r, a] = ub[b, a]
+            if bad:
+                status[b, 0] = 1
+                status[b, 1] = 4
+
+
+def _points(model, x, width, name):
+    a = np.asarray(x)
+    if a.ndim < 1 or a.shape[-1] != width:
+        raise InputError(name, f"expected shape (..., {width}), got {a.shape}")
+    lead = a.shape[:-1]
+    N = int(np.prod(lead)) if lead else 1
+    if N < 1 or N > MAX_BATCH:
+        raise InputError(name, f"expected 1 to {MAX_BATCH} points, got {N}")
+    return as_array(a.reshape(N, width), (N, width), name), lead
+
+
+def linearize(model: Model, q, qd, u, dt: float, integrator: str = "semi_implicit_euler", *,
+              limit_stiffness: float = LIMIT_STIFFNESS, limit_damping: float = LIMIT_DAMPING):
+    """A = dx'/dx and B = dx'/du of one step at every given point, exactly (no finite differences).
+
+    Args:
+        q: (..., nq) configurations; qd: (..., nv); u: (..., nu) controls. The leading
+            dimensions (e.g. (B, T) for B trajectories of T steps) are the same for all three.
+        dt, integrator, limit_*: as ``rollout``.
+
+    Returns:
+        A: (..., 2 nv, 2 nv) and B: (..., 2 nv, nu), rows the tangent of x' = (q', qd'), columns
+        the tangent of x = (q, qd) (free joints: body-frame linear then angular) and u.
+    """
+    _check_model(model)
+    dt = _positive(dt, "dt")
+    if integrator not in INTEGRATORS:
+        raise InputError("integrator", f"expected one of {sorted(INTEGRATORS)}, got {integrator!r}")
+    qp, lead = _points(model, q, model.nq, "q")
+    vp, lead_v = _points(model, qd, model.nv, "qd")
+    if model.nu:
+        up, lead_u = _points(model, u, model.nu, "u")
+    else:
+        lead_u = np.asarray(u).shape[:-1]
+        up = np.zeros((qp.shape[0], 1), qp.dtype)
+    for lv, nm in ((lead_v, "qd"), (lead_u, "u")):
+        if lv != lead:
+            raise InputError(nm, f"expected leading dimensions {lead} like q, got {lv}")
+    for j in np.flatnonzero(model.jnt_type == 3):
+        qa = model.jnt_qadr[j]
+        if np.any(np.linalg.norm(qp[:, qa + 3 : qa + 7], axis=1) < 1e-9):
+            raise InputError("q", f"quaternion of joint '{model.jnt_names[j]}' has zero norm")
+    N, nv, dtype = qp.shape[0], model.nv, qp.dtype
+    w = _Work(model, N, dtype)
+    kd, dd, cd = kin_device(model), dyn_device(model), device(model)
+    G = np.zeros((N, model.nbody, NG), dtype)
+    lam, vsb, vbt, vb = (np.zeros((N, nv), dtype) for _ in range(4))
+    qsb, qbt, qb, qn = (np.zeros((N, model.nq), dtype) for _ in range(4))
+    ub = np.zeros((N, up.shape[1]), dtype)
+    kb = np.zeros((N, 9, nv), dtype)
+    pbar = np.zeros((N, model.nbody, NPB), dtype)
+    dofbar = np.zeros((N, nv, 2), dtype)
+    gearbar = np.zeros((N, up.shape[1]), dtype)
+    A = np.zeros((N, 2 * nv, 2 * nv), dtype)
+    Bm = np.zeros((N, 2 * nv, up.shape[1]), dtype)
+    status = np.zeros((N, 2), np.int32)
+    _linearize_kernel(qp, vp, up, kd["topo"], kd["geo"], dd["dyn"], _dof(dd), cd["act"], cd["lim"], w.pose, w.S, G,
+                      w.qw, w.vw, w.tw, w.aw, w.q0w, w.v0w, w.ks, lam, qsb, vsb, qbt, vbt, ub, kb, qb, vb, qn, pbar,
+                      dofbar, gearbar, A, Bm, status, dt, INTEGRATORS[integrator], float(limit_stiffness),
+                      float(limit_damping), N < SERIAL_BELOW)
+    raise_status(status, "linearization")
+    Bm = Bm[:, :, : model.nu]
+    return A.reshape(lead + A.shape[1:]), Bm.reshape(lead + Bm.shape[1:])
+
+
+def rollout_jvp(model: Model, q0, qd0, controls, dt: float, dq0=None, dqd0=None, dcontrols=None,
+                integrator: str = "semi_implicit_euler", *, limit_stiffness: float = LIMIT_STIFFNESS,
+                limit_damping: float = LIMIT_DAMPING):
+    """Forward-mode product of an open-loop rollout: how the trajectory moves when the initial
+    state and the controls move along (dq0, dqd0, dcontrols).
+
+    Args:
+        model, q0, qd0, controls, dt, integrator, limit_*: as ``rollout``.
+        dq0: (B, nv) tangent of q0 (free joints: body-frame linear, angular); None: zero.
+        dqd0: (B, nv); dcontrols: (B, T, nu); None: zero.
+
+    Returns:
+        (trajectory, dq (B, T+1, nv) tangents of the configurations, dqd (B, T+1, nv)), exact:
+        dx_{t+1} = A_t dx_t + B_t du_t with the step linearizations along the trajectory.
+    """
+    tr = rollout(model, q0, qd0, controls, dt, integrator, limit_stiffness=limit_stiffness, limit_damping=limit_damping)
+    Bn, T1, _ = tr.q.shape
+    T, nv = T1 - 1, model.nv
+    dx = np.zeros((Bn, 2 * nv))
+    if dq0 is not None:
+        dx[:, :nv] = as_array(np.asarray(dq0).reshape(Bn, nv) if np.size(dq0) == Bn * nv else dq0, (Bn, nv), "dq0")
+    if dqd0 is not None:
+        dx[:, nv:] = as_array(np.asarray(dqd0).reshape(Bn, nv) if np.size(dqd0) == Bn * nv else dqd0, (Bn, nv), "dqd0")
+    du = np.zeros((Bn, T, model.nu))
+    if dcontrols is not None:
+        du = as_array(dcontrols, (Bn, T, model.nu), "dcontrols")
+    A, Bm = linearize(model, tr.q[:, :T], tr.qd[:, :T], tr.u, dt, integrator, limit_stiffness=limit_stiffness,
+                      limit_damping=limit_damping)
+    out = np.zeros((Bn, T1, 2 * nv))
+    out[:, 0] = dx
+    for t in range(T):
+        dx = np.einsum("bij,bj->bi", A[:, t], dx) + np.einsum("bij,bj->bi", Bm[:, t], du[:, t])
+        out[:, t + 1] = dx
+    return tr, out[:, :, :nv], out[:, :, nv:]
