@@ -22,10 +22,12 @@ Figures:
    ``simad.linearize`` at one point and amortised over 1,000 points of a trajectory,
    Pinocchio ``computeABADerivatives`` + assembling A, B in numpy, MuJoCo ``mjd_transitionFD``
    (forward and centred differences); simad's A, B are compared with Pinocchio's.
-4. peak resident memory (this process; a simad-only fresh interpreter) and first-call
-   (compile or offline-cache load) times of the rollout, gradient and linearization kernels
-   in fresh interpreters: with an empty temporary offline cache (skipped with --quick, it
-   compiles everything: minutes) and with the warm default cache.
+4. peak resident memory (this process; a simad-only fresh interpreter) and first- and
+   second-call times (the first includes compiling or loading from the offline cache) of
+   rollout, value_and_grad and linearize in fresh interpreters: with an empty temporary
+   offline cache (skipped with --quick: it compiles everything, minutes on 2 cores) and with
+   the default cache, warmed by a fresh interpreter run before everything else (Taichi writes
+   the cache when a process exits).
 
 Targets (f64, 2-core machine): B = 256, n = 7 forward >= 2M env-steps/s (Pinocchio about 1.1M,
 MuJoCo about 0.85M); gradient <= 10 ms and <= 3x the forward rollout; linearization amortised
@@ -40,6 +42,7 @@ import resource
 import sys
 import tempfile
 import time
+import warnings
 
 import numpy as np
 
@@ -68,6 +71,19 @@ def problem(n: int, B: int, T: int):
 def seconds(fn, repeats: int, min_time: float) -> float:
     """Median seconds per call of fn()."""
     return 1.0 / best_rate(fn, 1, repeats=repeats, min_time=min_time)["median_per_s"]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set of this process, MB: VmHWM (its own address space; ru_maxrss would also
+    count the parent's peak inherited across fork + exec), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def fmt_s(s) -> str:
@@ -171,7 +187,7 @@ def bench_forward(sizes, batches, T, repeats, min_time):
                 row = {"n": n, "B": B, "T": T}
                 final = {}
 
-                def run_simad(q0=q0, v0=v0, u=u):
+                def run_simad(q0=q0, v0=v0, u=u, model=model):
                     return simad.rollout(model, q0, v0, u, DT, integrator="semi_implicit_euler")
 
                 row["simad"] = best_rate(run_simad, B * T, repeats=repeats, min_time=min_time)["median_per_s"]
@@ -184,7 +200,7 @@ def bench_forward(sizes, batches, T, repeats, min_time):
                     state = np.empty((B, T, x0.shape[1]))
                     sens = np.empty((B, T, mm.nsensordata))
 
-                    def run_mj(x0=x0, ctrl=ctrl, state=state, sens=sens, datas=datas):
+                    def run_mj(x0=x0, ctrl=ctrl, state=state, sens=sens, datas=datas, mm=mm):
                         roller.rollout(mm, datas, x0, ctrl, nstep=T, state=state, sensordata=sens)
                         return state
 
@@ -196,7 +212,7 @@ def bench_forward(sizes, batches, T, repeats, min_time):
                     tau = np.ascontiguousarray(np.broadcast_to(u[:, :, None], (T, n, B)))
 
                     def run_pin(q0=q0, tau=tau, pool=pool, B=B, n=n):
-                        q = np.ascontiguousarray(q0.T)
+                        q = np.array(q0.T, order="C")  # a copy: q0.T is a contiguous view when B = 1
                         v = np.zeros((n, B))
                         a = np.empty((n, B))
                         for t in range(T):
@@ -211,7 +227,7 @@ def bench_forward(sizes, batches, T, repeats, min_time):
                     if B == 1:
                         pd = pm.createData()
 
-                        def run_pin1(q0=q0, u=u, n=n, pd=pd):
+                        def run_pin1(q0=q0, u=u, n=n, pd=pd, pm=pm):
                             q, v = q0[0].copy(), np.zeros(n)
                             for t in range(T):
                                 v += DT * pin.aba(pm, pd, q, v, u[t])
@@ -221,6 +237,8 @@ def bench_forward(sizes, batches, T, repeats, min_time):
                         row["pinocchio_aba_1thread"] = best_rate(run_pin1, T, repeats=repeats,
                                                                  min_time=min_time)["median_per_s"]
                 row["max_abs_diff_qT"] = {k: float(np.abs(v - final["simad"]).max()) for k, v in final.items() if k != "simad"}
+                if "mujoco" in final and "pinocchio" in final:  # the spread between the references
+                    row["max_abs_diff_qT"]["mj-pin"] = float(np.abs(final["mujoco"] - final["pinocchio"]).max())
                 out.append(row)
     finally:
         if roller is not None:
@@ -419,7 +437,11 @@ twice("value_and_grad", lambda: simad.value_and_grad(model, q0[:1], v0[:1], u, d
 if hasattr(simad, "linearize"):
     tr = simad.rollout(model, q0[:1], v0[:1], u, dt)
     twice("linearize", lambda: simad.linearize(model, tr.q[0, :T], tr.qd[0, :T], u, dt))
-out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+try:  # VmHWM: this address space only (ru_maxrss also counts the parent's peak before exec)
+    hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")]
+    out["peak_rss_mb"] = int(hwm[0].split()[1]) / 1024.0
+except (OSError, IndexError):
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 print(json.dumps(out))
 """
 
@@ -427,18 +449,23 @@ print(json.dumps(out))
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", help="write the figures to this file")
-    ap.add_argument("--quick", action="store_true", help="fewer repeats, T = 200 for throughput, no empty-cache compile")
+    ap.add_argument("--quick", action="store_true", help="fewer, shorter repeats; no empty-cache compile")
     args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*unrolling more than")  # Taichi, at compile time
     import simad
 
     simad.init(arch="cpu", precision="f64")
+    # A fresh interpreter on the default offline cache, first: it compiles whatever the cache
+    # lacks and writes it at exit (Taichi only writes the cache when a process ends), so this
+    # process and the reported warm-cache run below load every kernel from the cache.
+    run_python(COLD, {"BENCH_DYN_CACHE": ""}, timeout=3600)
     repeats, min_time = (2, 0.1) if args.quick else (5, 0.2)
-    T_fwd = 200 if args.quick else T_REF
+    T_fwd = T_REF  # simad's per-launch cost does not amortise over a shorter T: keep the reference
 
     fwd = bench_forward([2, 7], [1, 256], T_fwd, repeats, min_time)
     grad = bench_gradient(7, T_REF, repeats, min_time)
     lin = bench_linearize(7, 1000, repeats, min_time)
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak_mb = peak_rss_mb()
 
     if args.quick:
         cold_empty = None
@@ -468,7 +495,7 @@ def main(argv=None):
                      r["simad"] / r["pinocchio"] if "pinocchio" in r else "n/a",
                      " ".join(f"{k} {v:.1e}" for k, v in r["max_abs_diff_qT"].items()), target])
     print(table(rows, ["n", "B", "simad", "mujoco", "pinocchio", "pin aba 1 thr", "x mujoco", "x pinocchio",
-                       "max |q_T - simad|", "target"]))
+                       "max |q_T - simad| (mj-pin: between them)", "target"]))
     print()
 
     print(f"2. dL/du, L = sum q_T^2, all {grad['T']} x {grad['n']} torques, B = 1")
@@ -496,10 +523,10 @@ def main(argv=None):
              if "max_abs_diff_traj_A_vs_pinocchio" in lin else "",
              f"<= {TARGET_LIN_S * 1e6:.0f} us: {ok(lin['simad_batch_s_per_point'] <= TARGET_LIN_S if has_lin else None)}"],
             ["pinocchio ABA derivatives + numpy", fmt_s(lin.get("pinocchio_s_per_point")), "(reference)", ""],
-            ["mujoco transitionFD forward", fmt_s(lin.get("mujoco_fd_forward_s_per_point")),
-             f"{lin['mujoco_fd_forward_max_abs_diff_AB_vs_pinocchio']:.1e}" if "mujoco_fd_forward_max_abs_diff_AB_vs_pinocchio" in lin else "", ""],
-            ["mujoco transitionFD centred", fmt_s(lin.get("mujoco_fd_centered_s_per_point")),
-             f"{lin['mujoco_fd_centered_max_abs_diff_AB_vs_pinocchio']:.1e}" if "mujoco_fd_centered_max_abs_diff_AB_vs_pinocchio" in lin else "", ""]]
+            *[[f"mujoco transitionFD {name}", fmt_s(lin.get(f"mujoco_fd_{key}_s_per_point")),
+               f"{lin[f'mujoco_fd_{key}_max_abs_diff_AB_vs_pinocchio']:.1e}"
+               if f"mujoco_fd_{key}_max_abs_diff_AB_vs_pinocchio" in lin else "", ""]
+              for name, key in (("forward", "forward"), ("centred", "centered"))]]
     print(table(rows, ["engine", "time per point", "max |diff| vs pinocchio (1000-pt trajectory; FD: one point)", "target"]))
     if has_lin and "max_abs_diff_A_vs_pinocchio" in lin:
         print(f"   at q = q0, v = 0.1, u = u[0]: simad vs pinocchio max |dA| {lin['max_abs_diff_A_vs_pinocchio']:.2e}, "
@@ -519,11 +546,11 @@ def main(argv=None):
     rows.append(["warm offline cache", *[cold_warm[k] for k in keys]])
     print(table(rows, ["cache", *keys]))
     print(f"   warm-cache interpreter wall time {cold_warm_wall:.1f} s; peak RSS of this benchmark process "
-          f"(simad + mujoco + pinocchio) {peak_rss_mb:.0f} MB")
+          f"(simad + mujoco + pinocchio) {peak_mb:.0f} MB; peak_rss_mb above: simad alone in the fresh interpreter")
 
     result = {"machine": machine(), "dt": DT, "T_forward": T_fwd, "quick": args.quick, "forward": fwd,
               "gradient": grad, "linearize": lin, "cold_empty_cache": cold_empty, "cold_offline_cache": cold_warm,
-              "peak_rss_mb": peak_rss_mb,
+              "peak_rss_mb": peak_mb,
               "targets": {"forward_B256_n7_steps_per_s": TARGET_FWD, "gradient_s": TARGET_GRAD_S,
                           "gradient_over_forward": TARGET_GRAD_RATIO, "linearize_s_per_point": TARGET_LIN_S},
               "meets": {"forward": next(r["simad"] >= TARGET_FWD for r in fwd if (r["n"], r["B"]) == (7, 256)),

@@ -440,12 +440,13 @@ def _reverse(inp, cotangents, params, memory_budget, checkpoint_every, clip_norm
                         ffb, Kb, pbar, dofbar, gearbar, status, t0, n, inp.dt, inp.rk4, int(inp.closed),
                         int(t0 == 0), inp.kl, inp.dl, B < SERIAL_BELOW)
         raise_status(status, "gradient")
-    g = Gradients(qb.astype(np.float64), vb.astype(np.float64), ffb[:, :, : m.nu].astype(np.float64),
-                  Kb[:, :, : m.nu].astype(np.float64) if inp.closed else None,
+    f64 = dict(dtype=np.float64, copy=False)
+    g = Gradients(qb.astype(**f64), vb.astype(**f64), ffb[:, :, : m.nu].astype(**f64),
+                  Kb[:, :, : m.nu].astype(**f64) if inp.closed else None,
                   _params_dict(m, pbar, dofbar, gearbar, names), value if have_value else None,
                   checkpoint_every=K)
     parts = [g.q0, g.qd0, g.controls] + ([g.gains] if g.gains is not None else []) + list(g.params.values())
-    g.norm = float(np.sqrt(sum(float(np.sum(np.square(p))) for p in parts)))
+    g.norm = float(np.sqrt(sum(float(np.dot(p.ravel(), p.ravel())) for p in parts)))  # no (B, T, nu) temporary
     if clip_norm is not None:
         c = float(clip_norm)
         if not np.isfinite(c) or c <= 0:

@@ -113,7 +113,7 @@ def test_planar_chain_matches_mujoco_over_1000_euler_steps():
 
 def _energy(m, q, v):
     pos, rot = simad.forward_kinematics(m, q)
-    com = pos[:, 1:] + np.einsum("bkij,kj->bki", rot[:, 1 : m.nbody], m.body_com[1:])
+    com = pos[:, 1 : m.nbody] + np.einsum("bkij,kj->bki", rot[:, 1 : m.nbody], m.body_com[1:])
     pe = -np.einsum("bki,k,i->b", com, m.body_mass[1:], m.gravity)
     M = simad.mass_matrix(m, q)
     return pe + 0.5 * np.einsum("bi,bij,bj->b", v, M, v)
@@ -163,11 +163,11 @@ def test_control_range_clips_the_motor_and_blocks_its_gradient(rng):
 # ---------------------------------------------------------------------------------------------
 # gradients against central finite differences (float64)
 # ---------------------------------------------------------------------------------------------
-def _fd_check(f, x, grad, rng, n=5, sym=False):
+def _fd_check(f, x, grad, rng, n=5, sym=False, skip_world=False):
     worst = 0.0
     for _ in range(n):
         idx = tuple(int(rng.integers(0, s)) for s in x.shape)
-        if sym and len(idx) >= 2 and idx[0] == 0:
+        if skip_world and idx[0] == 0:
             idx = (1,) + idx[1:]
         E = np.zeros_like(x)
         E[idx] = FD_EPS
@@ -209,7 +209,7 @@ def test_rollout_vjp_matches_finite_differences(rng, free, integrator, closed):
                  "actuator_gear"):
         P = np.asarray(getattr(m, name), dtype=float)
         errs[name] = _fd_check(lambda x, name=name: loss(model=m.replace(**{name: x})), P, g.params[name], rng, n=3,
-                               sym=name.startswith("body"))
+                               sym=name == "body_inertia", skip_world=name.startswith("body"))
     for name in ("geom_friction", "geom_size"):
         assert np.all(g.params[name] == 0.0)  # no contacts in this pipeline yet: no dependence
     bad = {k: v for k, v in errs.items() if not v < GRAD_RTOL}
@@ -250,7 +250,7 @@ def test_value_and_grad_of_a_quadratic_cost(rng):
     g2 = simad.value_and_grad(m, p["q0"], p["qd0"], p["controls"], dt, cost, checkpoint_every=3)
     assert g2.checkpoint_every == 3
     np.testing.assert_array_equal(g2.controls, g.controls)
-    np.testing.assert_array_equal(g2.loss, g.loss)
+    np.testing.assert_allclose(g2.loss, g.loss, rtol=1e-13)  # summed per segment: another order
 
 
 def test_reference_problem_gradient_matches_finite_differences():
@@ -285,7 +285,7 @@ def test_checkpointed_gradient_equals_the_full_tape(rng, integrator):
         assert ck.checkpoint_every == K
         for a, b in ((ck.q0, full.q0), (ck.qd0, full.qd0), (ck.controls, full.controls), (ck.gains, full.gains)):
             assert np.max(np.abs(a - b)) <= 1e-12
-        for k in full.params:
+        for k in (k for k in full.params if full.params[k].size):
             assert np.max(np.abs(ck.params[k] - full.params[k])) <= 1e-12 * max(1.0, np.abs(full.params[k]).max())
 
 
@@ -303,12 +303,13 @@ def test_100k_step_horizon_at_batch_64_stays_within_the_memory_budget():
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert g.checkpoint_every < T
-    assert peak < budget + 3 * u.nbytes  # the inputs and the (B, T, nu) gradient are the caller's
+    # beyond the budget: the (B, T, nu) gradient itself and transient input checks
+    assert peak < budget + 1.5 * u.nbytes < full_tape, peak
     assert np.all(np.isfinite(g.controls)) and np.any(g.controls != 0)
     g2 = simad.value_and_grad(m, q0, np.zeros((B, 1)), u, 0.01, simad.QuadraticCost(terminal_q_weight=2.0),
                               checkpoint_every=2000)
     assert np.max(np.abs(g2.controls - g.controls)) <= 1e-12
-    np.testing.assert_array_equal(g2.loss, g.loss)
+    np.testing.assert_allclose(g2.loss, g.loss, rtol=1e-13)  # summed per segment: another order
 
 
 def test_memory_budget_chooses_the_segment():
@@ -359,9 +360,12 @@ def test_linearize_matches_finite_differences_in_the_tangent_space(rng, free, in
 
 def test_linearize_matches_pinocchio_aba_derivatives(rng):
     pin = pytest.importorskip("pinocchio")
-    from test_robots import arm7_pinocchio  # noqa: PLC0415
+    from test_robots import _load, _maps  # noqa: PLC0415
 
-    m, pm = arm7_pinocchio()
+    m, pm = _load("arm7")
+    m = m.replace(dof_damping=np.zeros(m.nv), dof_armature=np.zeros(m.nv))  # Pinocchio's ABA has neither
+    to_pin, vmap = _maps(m, pm)
+    assert np.array_equal(vmap, np.arange(m.nv)) and pm.nq == m.nq
     dt, N = 0.01, 4
     q = simad.random_configuration(m, N, rng)
     v = rng.normal(size=(N, m.nv))
@@ -373,7 +377,7 @@ def test_linearize_matches_pinocchio_aba_derivatives(rng):
         tau = np.zeros(n)
         for a in range(m.nu):
             tau[m.actuator_dof[a]] += m.actuator_gear[a] * u[i, a]
-        pin.computeABADerivatives(pm, data, q[i], v[i], tau)
+        pin.computeABADerivatives(pm, data, to_pin(q[i]), v[i], tau)
         dadq, dadv, Minv = data.ddq_dq.copy(), data.ddq_dv.copy(), data.Minv.copy()
         Minv = np.triu(Minv) + np.triu(Minv, 1).T
         G = np.zeros((n, m.nu))
