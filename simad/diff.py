@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import taichi as ti
 
-from . import runtime
 from .adjoint import NG, NPB, conj, integrate_vjp, normalize_vjp, q4, quat_log_vjp, aba_solve, rnea_adjoint
 from .dynamics import _dof, rnea_env
 from .dynamics import device as dyn_device
@@ -32,7 +31,6 @@ from .rollout import (
     _Work,
     controls_env,
     device,
-    integrate_env,
     prepare,
     raise_status,
     rk4_stage_state,
