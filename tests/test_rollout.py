@@ -475,9 +475,8 @@ simad.init(arch="cpu", precision=sys.argv[1], debug=sys.argv[2] == "1")
 m = models.planar_chain(3)
 u = 0.3 * np.sin(np.arange(30)[:, None] * 0.2 + np.arange(3))
 g = simad.value_and_grad(m, [0.1, 0.2, 0.3], np.zeros(3), u, 0.01, simad.QuadraticCost(terminal_q_weight=2.0))
-A, B = simad.linearize(m, [0.1, 0.2, 0.3], [0.1, 0.1, 0.1], u[0], 0.01)
 tr = simad.rollout(m, [0.1, 0.2, 0.3], np.zeros(3), u, 0.01, "rk4")
-np.save(sys.argv[3], np.concatenate([g.controls.ravel(), g.loss, A.ravel(), B.ravel(), tr.q.ravel()]))
+np.save(sys.argv[3], np.concatenate([g.controls.ravel(), g.loss, tr.q.ravel()]))
 """
 
 
