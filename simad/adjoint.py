@@ -82,19 +82,6 @@ def quat_exp_vjp(th, eb):
 
 
 @ti.func
-def quat_log(r):
-    """Rotation vector of a unit quaternion, angle in [0, pi] (like ``rotations.quat_log``)."""
-    if r[0] < 0.0:
-        r = -r
-    v = ti.Vector([r[1], r[2], r[3]])
-    s = v.norm()
-    c = 2.0 / ti.max(r[0], 1e-300)
-    if s > 1e-12:
-        c = 2.0 * ti.atan2(s, r[0]) / s
-    return c * v
-
-
-@ti.func
 def quat_log_vjp(r, fb):
     """Cotangent of the unit quaternion r for f = quat_log(r)."""
     sg = 1.0
@@ -122,6 +109,16 @@ def quat_log_vjp(r, fb):
 # integrator on the manifold: q_out = q (+) scale * d[b, row, :]
 # ---------------------------------------------------------------------------------------------
 @ti.func
+def _free_increment(q: ti.template(), d: ti.template(), row, scale, b, qa, va):
+    """A free joint's quaternion u (raw and unit), its rotation and the scaled body-frame
+    increment (linear, angular) read from d[b, row]."""
+    u = q4(q, b, qa + 3)
+    dl = ti.Vector([d[b, row, va], d[b, row, va + 1], d[b, row, va + 2]]) * scale
+    dw = ti.Vector([d[b, row, va + 3], d[b, row, va + 4], d[b, row, va + 5]]) * scale
+    return u, u / u.norm(), quat_to_mat(u[0], u[1], u[2], u[3]), dl, dw
+
+
+@ti.func
 def integrate_env(topo: ti.template(), q: ti.template(), d: ti.template(), row, scale, qo: ti.template(), b):
     """Revolute and prismatic: q + scale d. Free joint (x, quat), d = (v, w) in the body frame:
     x + R(quat) v scale, normalise(quat * exp(w scale)). ``qo`` may alias ``q`` only for
@@ -132,11 +129,7 @@ def integrate_env(topo: ti.template(), q: ti.template(), d: ti.template(), row, 
         if jt == _REV or jt == _PRI:
             qo[b, qa] = q[b, qa] + scale * d[b, row, va]
         elif jt == _FREE:
-            u = q4(q, b, qa + 3)
-            un = u / u.norm()
-            Rn = quat_to_mat(u[0], u[1], u[2], u[3])
-            dl = ti.Vector([d[b, row, va], d[b, row, va + 1], d[b, row, va + 2]]) * scale
-            dw = ti.Vector([d[b, row, va + 3], d[b, row, va + 4], d[b, row, va + 5]]) * scale
+            u, un, Rn, dl, dw = _free_increment(q, d, row, scale, b, qa, va)
             p = ti.Vector([q[b, qa], q[b, qa + 1], q[b, qa + 2]]) + Rn @ dl
             r = quat_mul(un, quat_exp(dw))
             r = r / r.norm()
@@ -158,11 +151,7 @@ def integrate_vjp(topo: ti.template(), q: ti.template(), d: ti.template(), row, 
             qb[b, qa] += qob[b, qa]
             db[b, row, va] += scale * qob[b, qa]
         elif jt == _FREE:
-            u = q4(q, b, qa + 3)
-            un = u / u.norm()
-            Rn = quat_to_mat(u[0], u[1], u[2], u[3])
-            dl = ti.Vector([d[b, row, va], d[b, row, va + 1], d[b, row, va + 2]]) * scale
-            dw = ti.Vector([d[b, row, va + 3], d[b, row, va + 4], d[b, row, va + 5]]) * scale
+            u, un, Rn, dl, dw = _free_increment(q, d, row, scale, b, qa, va)
             e = quat_exp(dw)
             r = quat_mul(un, e)
             pb = ti.Vector([qob[b, qa], qob[b, qa + 1], qob[b, qa + 2]])

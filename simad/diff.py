@@ -201,6 +201,20 @@ def _final_vjp(topo: ti.template(), q0w: ti.template(), v0w: ti.template(), ks: 
                 kb[b, 4 + s, d] += dt * wgt / 6.0 * vb[b, d]
 
 
+@ti.func
+def _carry(src: ti.template(), cot: ti.template(), dst: ti.template(), b, t, own):
+    """dst[b] = src[b] (+ cot[b, t] when own); returns 1 if any entry is NaN or inf."""
+    bad = 0
+    for k in range(src.shape[1]):
+        x = src[b, k]
+        if own:
+            x += cot[b, t, k]
+        dst[b, k] = x
+        if ti.math.isnan(x) or ti.math.isinf(x):
+            bad = 1
+    return bad
+
+
 @ti.kernel
 def _reverse_kernel(qs: ti.types.ndarray(ndim=3), vs: ti.types.ndarray(ndim=3), ff: ti.types.ndarray(ndim=3),
                     K: ti.types.ndarray(ndim=4), xq: ti.types.ndarray(ndim=3), xv: ti.types.ndarray(ndim=3),
@@ -247,21 +261,8 @@ def _reverse_kernel(qs: ti.types.ndarray(ndim=3), vs: ti.types.ndarray(ndim=3), 
                     ffb[b, tt, a] = ub[b, a]
                 if closed:
                     feedback_vjp(topo, K, xq, q0w, dx, ub, Kb, dxb, qbt, vbt, b, tt)
-                bad = 0
-                for k in range(nq):
-                    x = qbt[b, k]
-                    if t > 0 or add_first:
-                        x += cq[b, t, k]
-                    qb[b, k] = x
-                    if ti.math.isnan(x) or ti.math.isinf(x):
-                        bad = 1
-                for d in range(nv):
-                    x = vbt[b, d]
-                    if t > 0 or add_first:
-                        x += cv[b, t, d]
-                    vb[b, d] = x
-                    if ti.math.isnan(x) or ti.math.isinf(x):
-                        bad = 1
+                own = t > 0 or add_first  # a segment's first state belongs to the previous one
+                bad = _carry(qbt, cq, qb, b, t, own) + _carry(vbt, cv, vb, b, t, own)
                 if bad:
                     status[b, 0] = tt + 1
                     status[b, 1] = 4

@@ -196,10 +196,10 @@ def rollout_jvp(model: Model, q0, qd0, controls, dt: float, dq0=None, dqd0=None,
     Bn, T1, _ = tr.q.shape
     T, nv = T1 - 1, model.nv
     dx = np.zeros((Bn, 2 * nv))
-    if dq0 is not None:
-        dx[:, :nv] = as_array(np.asarray(dq0).reshape(Bn, nv) if np.size(dq0) == Bn * nv else dq0, (Bn, nv), "dq0")
-    if dqd0 is not None:
-        dx[:, nv:] = as_array(np.asarray(dqd0).reshape(Bn, nv) if np.size(dqd0) == Bn * nv else dqd0, (Bn, nv), "dqd0")
+    for x, cols, name in ((dq0, slice(0, nv), "dq0"), (dqd0, slice(nv, 2 * nv), "dqd0")):
+        if x is not None:  # (B, nv), or (nv,) when B == 1
+            a = np.asarray(x)
+            dx[:, cols] = as_array(a.reshape(Bn, nv) if a.size == Bn * nv else a, (Bn, nv), name)
     du = np.zeros((Bn, T, model.nu))
     if dcontrols is not None:
         du = as_array(dcontrols, (Bn, T, model.nu), "dcontrols")

@@ -28,12 +28,12 @@ import taichi as ti
 from . import runtime
 from .dynamics import _NS, _dof, aba_env
 from .dynamics import device as dyn_device
-from .adjoint import conj, integrate_env, q4, quat_log
+from .adjoint import conj, integrate_env, q4
 from .errors import InputError, ModelError, NonFiniteError
 from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW
 from .kinematics import device as kin_device
 from .model.model import JointType, Model
-from .tmath import quat_mul, quat_to_mat
+from .tmath import quat_log, quat_mul, quat_to_mat
 from .validate import as_array, as_batch
 
 INTEGRATORS = {"semi_implicit_euler": 0, "rk4": 1}

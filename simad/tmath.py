@@ -113,14 +113,19 @@ def mat_to_quat(R):
 
 
 @ti.func
+def quat_log(r):
+    """Rotation vector of a unit quaternion, angle in [0, pi] (like ``rotations.quat_log``)."""
+    if r[0] < 0.0:
+        r = -r
+    v = ti.Vector([r[1], r[2], r[3]])
+    s = v.norm()
+    k = 2.0 / ti.max(r[0], 1e-300)
+    if s > 1e-12:
+        k = 2.0 * ti.atan2(s, r[0]) / s
+    return k * v
+
+
+@ti.func
 def rot_log(R):
     """Rotation vector of R, angle in [0, pi] (through the quaternion: robust near 0 and pi)."""
-    q = mat_to_quat(R)
-    if q[0] < 0.0:
-        q = -q
-    v = ti.Vector([q[1], q[2], q[3]])
-    s = v.norm()
-    k = 2.0 / ti.max(q[0], 1e-300)
-    if s > 1e-12:
-        k = 2.0 * ti.atan2(s, q[0]) / s
-    return k * v
+    return quat_log(mat_to_quat(R))
