@@ -21,6 +21,17 @@ from .errors import InputError
 
 _ARCHES = ("cpu", "gpu", "cuda", "vulkan", "metal")
 _PRECISIONS = {"f64": np.float64, "f32": np.float32}
+# Taichi compile settings per mode. Measured on the fused rollout / value_and_grad / linearize
+# kernels (cold offline cache, f64, this 2-core CPU; numbers in the README):
+# - "max": every Taichi IR pass. Its control-flow-graph optimisation is quadratic in kernel
+#   size: 23 s / 274 s / 206 s to compile, and no faster at run time than "balanced".
+# - "balanced" (default): cfg_optimization off: 5 s / 42 s / 39 s, same run time.
+# - "fast": advanced_optimization off: 3 s / 14 s / 10 s, but kernels run ~1.5x slower.
+_COMPILE_MODES = {
+    "max": {},
+    "balanced": {"cfg_optimization": False},
+    "fast": {"advanced_optimization": False},
+}
 # Taichi's reverse mode keeps loop-carried scalars on a stack of this depth. Differentiated
 # kernels in simad never carry values across more than a handful of iterations (see DESIGN.md
 # section 1); it is set explicitly because the default size can segfault.
@@ -31,6 +42,7 @@ AD_STACK_SIZE = 256
 class RuntimeConfig:
     arch: str
     precision: str
+    compile: str
     offline_cache: bool
     debug: bool
     generation: int  # increases at every (re-)initialisation; device caches key on it
@@ -49,6 +61,7 @@ def init(
     arch: str | None = None,
     precision: str | None = None,
     *,
+    compile: str | None = None,
     offline_cache: bool = True,
     cache_dir: str | None = None,
     debug: bool = False,
@@ -61,6 +74,9 @@ def init(
             "metal". Env var ``SIMAD_ARCH``.
         precision: "f64" (default) or "f32": the float type of every kernel. Env var
             ``SIMAD_PRECISION``.
+        compile: how hard Taichi optimises kernels: "balanced" (default), "fast" (compiles
+            ~3x faster, runs ~1.5x slower: quick scripts, CI) or "max" (all passes: compiles
+            5-7x slower for no measured run-time gain). Env var ``SIMAD_COMPILE``.
         offline_cache: keep compiled kernels on disk across processes (``SIMAD_CACHE_DIR``,
             default Taichi's own cache directory).
         debug: Taichi's debug mode (bounds and autodiff access-rule checks; slow).
@@ -74,14 +90,18 @@ def init(
 
     arch = (arch or os.environ.get("SIMAD_ARCH") or "cpu").lower()
     precision = (precision or os.environ.get("SIMAD_PRECISION") or "f64").lower()
+    compile = (compile or os.environ.get("SIMAD_COMPILE") or "balanced").lower()
     if arch not in _ARCHES:
         raise InputError("arch", f"expected one of {_ARCHES}, got '{arch}'")
     if precision not in _PRECISIONS:
         raise InputError("precision", f"expected one of {tuple(_PRECISIONS)}, got '{precision}'")
+    if compile not in _COMPILE_MODES:
+        raise InputError("compile", f"expected one of {tuple(_COMPILE_MODES)}, got '{compile}'")
     with _lock:
         if (
             _config is not None
-            and (_config.arch, _config.precision, _config.offline_cache, _config.debug) == (arch, precision, offline_cache, debug)
+            and (_config.arch, _config.precision, _config.compile, _config.offline_cache, _config.debug)
+            == (arch, precision, compile, offline_cache, debug)
         ):
             return _config
         ti_arch = {"cpu": ti.cpu, "gpu": ti.gpu, "cuda": ti.cuda, "vulkan": ti.vulkan, "metal": ti.metal}[arch]
@@ -94,6 +114,7 @@ def init(
             debug=debug,
             log_level=ti.WARN,
             check_out_of_bound=debug,
+            **_COMPILE_MODES[compile],
         )
         cache_dir = cache_dir or os.environ.get("SIMAD_CACHE_DIR")
         if cache_dir:
@@ -105,7 +126,7 @@ def init(
         with contextlib.redirect_stdout(io.StringIO()):  # ti.init prints a banner unconditionally
             ti.init(**kwargs)
         _generation += 1
-        _config = RuntimeConfig(arch, precision, offline_cache, debug, _generation)
+        _config = RuntimeConfig(arch, precision, compile, offline_cache, debug, _generation)
         return _config
 
 

@@ -30,6 +30,9 @@ def test_bad_runtime_settings_are_rejected():
     with pytest.raises(simad.InputError) as e:
         simad.init(precision="f16")
     assert e.value.field == "precision"
+    with pytest.raises(simad.InputError) as e:
+        simad.init(compile="O3")
+    assert e.value.field == "compile"
 
 
 def test_lazy_init_uses_cpu_f64_defaults():
