@@ -301,9 +301,16 @@ def prepare(model, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limi
     _check_model(model)
     q0b, _ = as_batch(model, q0, "q0")
     v0b, _ = as_batch(model, qd0, "qd0", model.nv)
-    B = q0b.shape[0]
+    c = np.asarray(controls) if controls is not None else None
+    B = max(q0b.shape[0], v0b.shape[0], c.shape[0] if c is not None and c.ndim == 3 else 1)
+    if q0b.shape[0] == 1 and B > 1:  # one initial state shared by every env
+        q0b = np.ascontiguousarray(np.repeat(q0b, B, 0))
+    if v0b.shape[0] == 1 and B > 1:
+        v0b = np.ascontiguousarray(np.repeat(v0b, B, 0))
     if v0b.shape[0] != B:
-        raise InputError("qd0", f"expected {B} rows like q0, got {v0b.shape[0]}")
+        raise InputError("qd0", f"expected {B} rows like q0 (or one row), got {v0b.shape[0]}")
+    if q0b.shape[0] != B:
+        raise InputError("q0", f"expected {B} rows like qd0 and controls (or one row), got {q0b.shape[0]}")
     dt = _positive(dt, "dt")
     if integrator not in INTEGRATORS:
         raise InputError("integrator", f"expected one of {sorted(INTEGRATORS)}, got {integrator!r}")
@@ -313,7 +320,6 @@ def prepare(model, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limi
         if not np.isfinite(v) or v < 0:
             raise InputError(nm, f"expected a finite number >= 0, got {v}")
     nu = model.nu
-    c = np.asarray(controls) if controls is not None else None
     if c is None:
         if horizon is None:
             raise InputError("controls", "expected an array (B, T, nu) or (T, nu); got None")
@@ -407,6 +413,8 @@ def rollout(model: Model, q0, qd0, controls, dt: float, integrator: str = "semi_
     Args:
         model: the robot.
         q0: (B, nq) or (nq,) initial configurations. qd0: (B, nv) or (nv,) initial velocities.
+            B is the largest leading size of q0, qd0 and controls; a single row is shared by
+            every env.
         controls: (B, T, nu) or (T, nu) motor commands held over each step (units of the
             actuator: tau = gear * clip(u, ctrlrange)). With ``gains``, the feedforward k_t.
         dt: step, s. integrator: "semi_implicit_euler" (qd' = qd + dt a, q' = q (+) dt qd',

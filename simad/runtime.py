@@ -114,6 +114,7 @@ def init(
             debug=debug,
             log_level=ti.WARN,
             check_out_of_bound=debug,
+            unrolling_limit=0,  # the 6x6 spatial-inertia unrolls are deliberate: no warning per kernel
             **_COMPILE_MODES[compile],
         )
         cache_dir = cache_dir or os.environ.get("SIMAD_CACHE_DIR")

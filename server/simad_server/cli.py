@@ -1,0 +1,85 @@
+"""``simad serve``: the server's command line. Every flag has a SIMAD_* environment variable."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from .app import ServerConfig, create_server
+
+
+def _env(name, default=None, kind=str):
+    v = os.environ.get(name)
+    return default if v in (None, "") else kind(v)
+
+
+def parser() -> argparse.ArgumentParser:
+    d = ServerConfig()
+    p = argparse.ArgumentParser(prog="simad", description="simad: differentiable simulation over gRPC")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the gRPC server")
+    s.add_argument("--address", default=_env("SIMAD_ADDRESS", d.address), help="host:port (port 0: any free port) [SIMAD_ADDRESS]")
+    s.add_argument("--data-dir", default=_env("SIMAD_DATA_DIR", d.data_dir), help="model store directory [SIMAD_DATA_DIR]")
+    s.add_argument("--token", default=_env("SIMAD_TOKEN"), help="require 'authorization: Bearer <token>' [SIMAD_TOKEN]")
+    s.add_argument("--tls-cert", default=_env("SIMAD_TLS_CERT"), help="PEM certificate chain [SIMAD_TLS_CERT]")
+    s.add_argument("--tls-key", default=_env("SIMAD_TLS_KEY"), help="PEM private key [SIMAD_TLS_KEY]")
+    s.add_argument("--precision", default=_env("SIMAD_PRECISION", "f64"), choices=["f64", "f32"], help="[SIMAD_PRECISION]")
+    s.add_argument("--backend", default=_env("SIMAD_ARCH", "cpu"), choices=["cpu", "gpu", "cuda", "vulkan", "metal"], help="Taichi arch [SIMAD_ARCH]")
+    s.add_argument("--compile", default=_env("SIMAD_COMPILE", "balanced"), choices=["balanced", "fast", "max"], help="[SIMAD_COMPILE]")
+    for name, kind in (("max_batch", int), ("max_steps", int), ("max_elements", int), ("max_message_bytes", int),
+                       ("max_queue", int), ("max_models", int)):
+        flag = "--" + name.replace("_", "-")
+        s.add_argument(flag, type=kind, default=_env("SIMAD_" + name.upper(), getattr(d, name), kind), help=f"[SIMAD_{name.upper()}]")
+    s.add_argument("--no-warmup", action="store_true", default=_env("SIMAD_NO_WARMUP", "0") == "1",
+                   help="skip compiling every kernel at start (first calls compile instead) [SIMAD_NO_WARMUP=1]")
+    s.add_argument("--metrics-port", type=int, default=_env("SIMAD_METRICS_PORT", None, int), help="serve Prometheus /metrics on 127.0.0.1:PORT")
+    s.add_argument("--grace", type=float, default=_env("SIMAD_GRACE_S", d.grace_s, float), help="seconds to drain on SIGTERM")
+    s.add_argument("--log-level", default=_env("SIMAD_LOG_LEVEL", "INFO"), help="DEBUG, INFO (one JSON line per call), WARNING")
+    return p
+
+
+async def serve(args) -> int:
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("error: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    cfg = ServerConfig(address=args.address, data_dir=args.data_dir, token=args.token, tls_cert=args.tls_cert,
+                       tls_key=args.tls_key, precision=args.precision, backend=args.backend, compile=args.compile,
+                       max_batch=args.max_batch, max_steps=args.max_steps, max_elements=args.max_elements,
+                       max_message_bytes=args.max_message_bytes, max_queue=args.max_queue, max_models=args.max_models,
+                       warmup=not args.no_warmup, metrics_port=args.metrics_port, grace_s=args.grace)
+    server = create_server(cfg)
+    host = args.address.rsplit(":", 1)[0]
+    print(f"simad: listening on {host}:{server.port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    starting = asyncio.ensure_future(server.start())
+    waiter = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if starting.done():
+        starting.result()
+        extra = f", metrics on 127.0.0.1:{server.metrics_server.server_address[1]}" if server.metrics_server else ""
+        print(f"simad: ready ({server.core.info['backend']}, {server.core.info['precision']}, "
+              f"{len(server.registry)} stored models{extra})", flush=True)
+        await waiter
+    else:
+        starting.cancel()
+    print("simad: draining", flush=True)
+    await server.stop()
+    print("simad: stopped", flush=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO), format="%(message)s", stream=sys.stderr)
+    return asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

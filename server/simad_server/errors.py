@@ -1,0 +1,57 @@
+"""Engine and wire errors -> gRPC status codes with the request field named (STYLE.md 12)."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import grpc
+
+import simad
+from simad_client.errors import FIELD_KEY, WireError
+
+log = logging.getLogger("simad.server")
+_BASE = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*")
+
+# engine argument names -> request field paths, for calls that take a RolloutSpec
+ROLLOUT_FIELDS = {
+    "q0": "rollout.q0", "qd0": "rollout.qd0", "controls": "rollout.controls", "dt": "rollout.dt",
+    "integrator": "rollout.integrator", "gains": "rollout.feedback.gains", "q_ref": "rollout.feedback.q_ref",
+    "qd_ref": "rollout.feedback.qd_ref", "limit_stiffness": "rollout.limit_stiffness",
+    "limit_damping": "rollout.limit_damping", "params": "options.params", "memory_budget": "options.memory_budget_bytes",
+    "checkpoint_every": "options.checkpoint_every", "clip_norm": "options.clip_norm",
+}
+
+
+def rename(field: str, fields: dict | None, prefix: str = "") -> str:
+    """Maps an engine field ("q0[2, 3:7]", "q_weight") to the request's path ("rollout.q0[2, 3:7]")."""
+    m = _BASE.match(field or "")
+    if not m:
+        return field
+    base = m.group(0)
+    if fields and base in fields:
+        return fields[base] + field[m.end():]
+    return prefix + field if prefix else field
+
+
+def status_of(exc: BaseException, fields: dict | None = None, prefix: str = "") -> tuple[grpc.StatusCode, str, str]:
+    """(code, message, field) for an exception raised while serving a call."""
+    if isinstance(exc, WireError):
+        return getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNKNOWN), exc.message, exc.field
+    if isinstance(exc, simad.NonFiniteError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc), exc.field
+    if isinstance(exc, simad.InputError):
+        field = rename(exc.field, fields, prefix)
+        msg = str(exc).split(": ", 1)[-1]
+        return grpc.StatusCode.INVALID_ARGUMENT, msg, field
+    if isinstance(exc, simad.ModelError):
+        field = prefix.rstrip(".") or "model"
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc), field + (f".{exc.field}" if exc.field else "")
+    log.exception("internal error")
+    return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); this is a bug in simad, please report it", ""
+
+
+async def abort(context, code: grpc.StatusCode, message: str, field: str):
+    if field:
+        context.set_trailing_metadata(((FIELD_KEY, field),))
+    await context.abort(code, f"{field}: {message}" if field else message)

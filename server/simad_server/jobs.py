@@ -1,0 +1,61 @@
+"""The engine calls the simulation worker runs, by name (what crosses the process boundary is a
+name, a model key and picklable numpy arguments, never code)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import simad
+from simad import models as shipped
+from simad.mpc import ilqr
+
+
+def warmup() -> None:
+    """Compiles (or loads from the offline cache) every kernel the services use, once."""
+    m = shipped.planar_chain(2)
+    q, v, u = np.zeros(2), np.zeros(2), np.zeros((3, 2))
+    simad.forward_kinematics(m, q)
+    simad.frame_jacobian(m, q, ["link1"], return_pose=True)
+    simad.inverse_kinematics(m, "link2", np.array([[0.5, 0.0, -1.0]]), max_iters=5, restarts=1)
+    simad.rollout(m, q, v, u, 0.01)
+    simad.rollout(m, q, v, u, 0.01, gains=np.zeros((3, 2, 4)), q_ref=np.zeros((3, 2)))
+    simad.rollout_vjp(m, q, v, u, 0.01, q_bar=np.ones((1, 4, 2)))
+    cost = simad.QuadraticCost(terminal_q_weight=1.0, frames=("link2",), frame_weight=np.ones(1))
+    simad.value_and_grad(m, q, v, u, 0.01, cost)
+    simad.linearize(m, q, v, u[0], 0.01)
+
+
+def smoke_test(model: simad.Model) -> None:
+    """Runs a model's kernels once (FK and one step) so a broken model fails at load, not later."""
+    simad.forward_kinematics(model, model.qpos0)
+    simad.rollout(model, model.qpos0, np.zeros(model.nv), np.zeros((1, model.nu)), 1e-3)
+
+
+def linearize_along(model, q, qd, u, dt, integrator, **kw):
+    """One LINEARIZATION control tick: the nominal rollout from (q, qd) and its A_t, B_t."""
+    tr = simad.rollout(model, q, qd, u[None], dt, integrator, **kw)
+    T = u.shape[0]
+    A, B = simad.linearize(model, tr.q[0, :T], tr.qd[0, :T], tr.u[0], dt, integrator, **kw)
+    return tr.q[0], tr.qd[0], tr.u[0], A, B
+
+
+def runtime_info() -> dict:
+    cfg = simad.runtime_config()
+    return {"precision": cfg.precision, "backend": cfg.arch, "compile_mode": cfg.compile}
+
+
+JOBS = {
+    "forward_kinematics": simad.forward_kinematics,
+    "frame_jacobian": simad.frame_jacobian,
+    "inverse_kinematics": simad.inverse_kinematics,
+    "rollout": simad.rollout,
+    "rollout_vjp": simad.rollout_vjp,
+    "value_and_grad": simad.value_and_grad,
+    "linearize": simad.linearize,
+    "rollout_jvp": simad.rollout_jvp,
+    "ilqr": ilqr,
+    "linearize_along": linearize_along,
+    "smoke_test": smoke_test,
+    "warmup": warmup,
+    "runtime_info": runtime_info,
+}

@@ -1,0 +1,383 @@
+"""The simad.v1 services: decode -> engine call on the simulation thread -> encode.
+
+Every handler validates its request at the boundary (sizes against the server limits, tensor
+dtypes and byte counts), runs exactly one engine call on the thread that owns Taichi, and maps
+every failure to a precise status code with the request field named.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import grpc
+import numpy as np
+
+import simad
+from simad_client import codec
+from simad_client.errors import WireError
+from simad_client.proto import (
+    gradients_pb2,
+    kinematics_pb2,
+    models_pb2,
+    server_pb2,
+    simulation_pb2,
+    tensor_pb2,
+)
+
+from .errors import ROLLOUT_FIELDS, abort, status_of
+from .registry import Registry, parse
+
+INTEGRATORS = {tensor_pb2.INTEGRATOR_UNSPECIFIED: "semi_implicit_euler",
+               tensor_pb2.SEMI_IMPLICIT_EULER: "semi_implicit_euler", tensor_pb2.RK4: "rk4"}
+COST_FIELDS = ("q_weight", "q_ref", "terminal_q_weight", "qd_weight", "qd_ref", "terminal_qd_weight",
+               "u_weight", "u_ref", "frame_weight", "frame_ref", "terminal_frame_weight")
+VALUE_FIELDS = dict(ROLLOUT_FIELDS, **{k: f"cost.{k}" for k in COST_FIELDS + ("frames",)}, cost="cost")
+
+
+def handler(name: str, fields: dict | None = None, prefix: str = ""):
+    """Wraps an RPC: timing, metrics and the log line, and error -> status mapping."""
+
+    def deco(fn):
+        @functools.wraps(fn)
+        async def wrapper(self, request, context):
+            t0, code, info = time.perf_counter(), "OK", {}
+            try:
+                self.core.check_ready()
+                return await fn(self, request, context, info)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a crash
+                if isinstance(exc, grpc.aio.AbortError):
+                    code = "ABORTED_BY_HANDLER"
+                    raise
+                c, msg, field = status_of(exc, fields, prefix)
+                code = c.name
+                await abort(context, c, msg, field)
+            finally:
+                self.metrics.observe(name, code, time.perf_counter() - t0, **info)
+
+        return wrapper
+
+    return deco
+
+
+class Core:
+    """Shared state of the services: the model registry, the sim thread, the limits, metrics."""
+
+    def __init__(self, registry: Registry, sim, limits: server_pb2.Limits, metrics, info: dict):
+        self.registry, self.sim, self.limits, self.metrics, self.info = registry, sim, limits, metrics, info
+        self.started = time.monotonic()
+        self.ready = False
+
+    def check_ready(self) -> None:
+        if not self.ready:
+            raise WireError("UNAVAILABLE", "the server is warming up (compiling kernels); retry shortly")
+
+    # ---- decoding ------------------------------------------------------------------------
+    def tensor(self, t, field: str, required: bool = True):
+        if not codec.is_set(t):
+            if required:
+                raise WireError("INVALID_ARGUMENT", "required tensor is missing", field)
+            return None
+        a = codec.from_tensor(t, field, max_elements=self.limits.max_elements)
+        if a.dtype.kind == "f" and a.size and not np.all(np.isfinite(a)):
+            idx = [int(i) for i in np.argwhere(~np.isfinite(a))[0]]
+            raise WireError("INVALID_ARGUMENT", f"non-finite value {a[tuple(idx)]} at index {idx}", field)
+        return a
+
+    def check_sizes(self, B: int, T: int | None, fb: str, ft: str | None) -> None:
+        if B > self.limits.max_batch:
+            raise WireError("RESOURCE_EXHAUSTED", f"batch B = {B} exceeds the limit {self.limits.max_batch}", fb)
+        if T is not None and T > self.limits.max_steps:
+            raise WireError("RESOURCE_EXHAUSTED", f"horizon T = {T} exceeds the limit {self.limits.max_steps}", ft)
+
+    def integrator(self, value: int, field: str) -> str:
+        if value not in INTEGRATORS:
+            raise WireError("INVALID_ARGUMENT", f"unknown integrator enum value {value}", field)
+        return INTEGRATORS[value]
+
+    def model(self, spec_model_id: str, overrides, field: str):
+        """(worker key, Model, validated parameter overrides or None)."""
+        entry = self.registry.get(spec_model_id, f"{field}.model_id")
+        model, vals = entry.model, None
+        if overrides:
+            vals = {k: self.tensor(v, f"{field}.param_overrides[{k}]") for k, v in overrides.items()}
+            try:
+                model.replace(**vals)  # validates names and shapes here, at the boundary
+            except simad.InputError as e:
+                raise WireError("INVALID_ARGUMENT", str(e).split(": ", 1)[-1], f"{field}.param_overrides[{e.field}]") from None
+        return entry.key, model, vals
+
+    def rollout_args(self, spec: simulation_pb2.RolloutSpec, info: dict, field: str = "rollout"):
+        """(key, model, overrides, args, kwargs) of simad.rollout from a RolloutSpec; sizes checked."""
+        key, model, overrides = self.model(spec.model_id, spec.param_overrides, field)
+        q0 = self.tensor(spec.q0, f"{field}.q0")
+        qd0 = self.tensor(spec.qd0, f"{field}.qd0")
+        controls = self.tensor(spec.controls, f"{field}.controls")
+        B = q0.shape[0] if q0.ndim == 2 else (controls.shape[0] if controls.ndim == 3 else 1)
+        T = controls.shape[-2] if controls.ndim >= 2 else 0
+        self.check_sizes(B, T, f"{field}.q0", f"{field}.controls")
+        info.update(model=spec.model_id, B=B, T=T)
+        kw = {"integrator": self.integrator(spec.integrator, f"{field}.integrator")}
+        if spec.HasField("feedback"):
+            fb = spec.feedback
+            kw["gains"] = self.tensor(fb.gains, f"{field}.feedback.gains")
+            kw["q_ref"] = self.tensor(fb.q_ref, f"{field}.feedback.q_ref")
+            kw["qd_ref"] = self.tensor(fb.qd_ref, f"{field}.feedback.qd_ref", required=False)
+        for k in ("limit_stiffness", "limit_damping"):
+            if spec.HasField(k):
+                kw[k] = getattr(spec, k)
+        return key, model, overrides, (q0, qd0, controls, spec.dt), kw
+
+    def cost(self, msg: gradients_pb2.QuadraticCost) -> simad.QuadraticCost:
+        kw = {k: self.tensor(getattr(msg, k), f"cost.{k}", required=False) for k in COST_FIELDS}
+        return simad.QuadraticCost(frames=tuple(msg.frames), **kw)
+
+    def grad_options(self, opt: gradients_pb2.GradientOptions) -> dict:
+        names = list(opt.params)
+        kw = {"params": None if names == ["*"] else tuple(names)}
+        if opt.memory_budget_bytes < 0:
+            raise WireError("INVALID_ARGUMENT", f"expected >= 0, got {opt.memory_budget_bytes}", "options.memory_budget_bytes")
+        if opt.checkpoint_every < 0:
+            raise WireError("INVALID_ARGUMENT", f"expected >= 0, got {opt.checkpoint_every}", "options.checkpoint_every")
+        kw["memory_budget"] = opt.memory_budget_bytes or None
+        kw["checkpoint_every"] = opt.checkpoint_every or None
+        kw["clip_norm"] = opt.clip_norm if opt.HasField("clip_norm") else None
+        return kw
+
+    async def run(self, context, job: str, key: str | None, *args, overrides=None, **kwargs):
+        """Runs an engine job in the simulation worker within the call's deadline."""
+        return await self.sim.run(job, key, *args, overrides=overrides, timeout=context.time_remaining(), **kwargs)
+
+    def fit(self, response, what: str):
+        """Refuses a response larger than the message limit (the client could not receive it)."""
+        n = response.ByteSize()
+        if n > self.limits.max_message_bytes:
+            raise WireError("RESOURCE_EXHAUSTED", f"the {what} would be {n} bytes, over the message limit "
+                            f"{self.limits.max_message_bytes}; use smaller batches (or StreamRollout)", "")
+        return response
+
+
+def enc(a) -> tensor_pb2.Tensor:
+    return codec.to_tensor(a)
+
+
+def model_info(entry) -> models_pb2.ModelInfo:
+    m, rec = entry.model, entry.info
+    return models_pb2.ModelInfo(
+        model_id=rec.model_id, content_hash=rec.content_hash, name=m.name, nq=m.nq, nv=m.nv, nu=m.nu,
+        nbody=m.nbody, body_names=m.body_names, joint_names=m.jnt_names, actuator_names=m.actuator_names,
+        frame_names=m.frame_names, param_names=m.param_names, qpos0=enc(m.qpos0),
+        params={k: enc(getattr(m, k)) for k in m.param_names}, has_free_joint=m.has_free_joint,
+        created_unix_ms=rec.created_ms,
+    )
+
+
+def trajectory(tr) -> simulation_pb2.Trajectory:
+    return simulation_pb2.Trajectory(q=enc(tr.q), qd=enc(tr.qd), u=enc(tr.u))
+
+
+def gradients(g) -> gradients_pb2.Gradients:
+    out = gradients_pb2.Gradients(q0=enc(g.q0), qd0=enc(g.qd0), controls=enc(g.controls),
+                                  params={k: enc(v) for k, v in g.params.items()}, norm=float(g.norm),
+                                  clipped=bool(g.clipped), checkpoint_every=int(g.checkpoint_every))
+    if g.gains is not None:
+        out.gains.CopyFrom(enc(g.gains))
+    if g.loss is not None:
+        out.loss.CopyFrom(enc(g.loss))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+class ModelService:
+    def __init__(self, core: Core):
+        self.core, self.metrics = core, core.metrics
+
+    @handler("LoadModel")
+    async def LoadModel(self, request, context, info):
+        kind = request.WhichOneof("source")
+        if kind is None:
+            raise WireError("INVALID_ARGUMENT", "one of urdf, mjcf, spec or builtin is required", "source")
+        if request.floating_base and kind != "urdf":
+            raise WireError("INVALID_ARGUMENT", "floating_base applies to URDF sources only", "floating_base")
+        value = getattr(request, kind)
+        source = value.SerializeToString() if kind == "spec" else value.encode()
+
+        try:
+            model = parse(kind, source, request.floating_base, request.name)
+        except (simad.ModelError, simad.InputError) as e:
+            raise WireError("INVALID_ARGUMENT", str(e), f"{kind}.{e.field}" if getattr(e, "field", "") else kind) from None
+        except (UnicodeDecodeError, ValueError, OSError) as e:  # e.g. bytes that are not a ModelSpec
+            raise WireError("INVALID_ARGUMENT", f"cannot read the model: {e}", kind) from None
+        entry = await self.core.registry.add(model, kind, source, request.floating_base,
+                                             check=lambda key: self.core.run(context, "smoke_test", key))
+        info["model"] = entry.info.model_id
+        return model_info(entry)
+
+    @handler("GetModel")
+    async def GetModel(self, request, context, info):
+        info["model"] = request.model_id
+        return model_info(self.core.registry.get(request.model_id))
+
+    @handler("ListModels")
+    async def ListModels(self, request, context, info):
+        return models_pb2.ListModelsResponse(models=[model_info(e) for e in self.core.registry.all()])
+
+    @handler("DeleteModel")
+    async def DeleteModel(self, request, context, info):
+        info["model"] = request.model_id
+        self.core.registry.delete(request.model_id)
+        return models_pb2.DeleteModelResponse()
+
+
+class KinematicsService:
+    def __init__(self, core: Core):
+        self.core, self.metrics = core, core.metrics
+
+    def _q(self, request, info):
+        entry = self.core.registry.get(request.model_id)
+        q = self.core.tensor(request.q, "q")
+        self.core.check_sizes(q.shape[0] if q.ndim == 2 else 1, None, "q", None)
+        info.update(model=request.model_id, B=q.shape[0] if q.ndim == 2 else 1)
+        return entry.key, q
+
+    @handler("ForwardKinematics")
+    async def ForwardKinematics(self, request, context, info):
+        key, q = self._q(request, info)
+        pos, rot = await self.core.run(context, "forward_kinematics", key, q)
+        return self.core.fit(kinematics_pb2.ForwardKinematicsResponse(pos=enc(pos), rot=enc(rot)), "response")
+
+    @handler("FrameJacobian", {"frame": "frames"})
+    async def FrameJacobian(self, request, context, info):
+        key, q = self._q(request, info)
+        frames = list(request.frames)
+        if not frames:
+            raise WireError("INVALID_ARGUMENT", "at least one frame name is required", "frames")
+        out = await self.core.run(context, "frame_jacobian", key, q, frames, return_pose=True)
+        resp = kinematics_pb2.FrameJacobianResponse(jacobian=enc(out[0]))
+        if request.return_pose:
+            resp.pos.CopyFrom(enc(out[1]))
+            resp.rot.CopyFrom(enc(out[2]))
+        return self.core.fit(resp, "response")
+
+    @handler("InverseKinematics")
+    async def InverseKinematics(self, request, context, info):
+        core = self.core
+        entry = core.registry.get(request.model_id)
+        tp = core.tensor(request.target_pos, "target_pos")
+        tr = core.tensor(request.target_rot, "target_rot", required=False)
+        q_init = core.tensor(request.q_init, "q_init", required=False)
+        B = tp.shape[0] if tp.ndim == 2 else 1
+        core.check_sizes(B, None, "target_pos", None)
+        info.update(model=request.model_id, B=B)
+        kw = {k: getattr(request, k) for k in ("tol_pos", "tol_rot", "max_iters", "restarts", "damping", "max_step")
+              if getattr(request, k)}
+        if kw.get("restarts", 0) > 1000 or kw.get("max_iters", 0) > 100_000:
+            raise WireError("RESOURCE_EXHAUSTED", "at most 1000 restarts and 100000 iterations", "restarts" if kw.get("restarts", 0) > 1000 else "max_iters")
+        r = await core.run(context, "inverse_kinematics", entry.key, request.frame, tp, tr, q_init, seed=int(request.seed), **kw)
+        return kinematics_pb2.InverseKinematicsResponse(
+            q=enc(r.q), success=enc(r.success.astype(bool)), pos_residual=enc(r.pos_residual),
+            rot_residual=enc(r.rot_residual), iterations=enc(r.iterations.astype(np.int32)))
+
+
+class SimulationService:
+    def __init__(self, core: Core):
+        self.core, self.metrics = core, core.metrics
+
+    @handler("Rollout", ROLLOUT_FIELDS)
+    async def Rollout(self, request, context, info):
+        key, model, overrides, args, kw = self.core.rollout_args(request.rollout, info)
+        B, T = info["B"], info["T"]
+        nbytes = 8 * (B * (T + 1) * (model.nq + model.nv) + B * T * model.nu)
+        if nbytes > self.core.limits.max_message_bytes:
+            raise WireError("RESOURCE_EXHAUSTED", f"the trajectory would take ~{nbytes} bytes, over the message "
+                            f"limit {self.core.limits.max_message_bytes}: use StreamRollout", "rollout.controls")
+        tr = await self.core.run(context, "rollout", key, *args, overrides=overrides, **kw)
+        return self.core.fit(trajectory(tr), "trajectory")
+
+    async def StreamRollout(self, request, context):
+        t0, code, info = time.perf_counter(), "OK", {}
+        try:
+            self.core.check_ready()
+            key, model, overrides, args, kw = self.core.rollout_args(request.rollout, info)
+            if request.chunk_bytes < 0:
+                raise WireError("INVALID_ARGUMENT", f"expected >= 0, got {request.chunk_bytes}", "chunk_bytes")
+            target = min(request.chunk_bytes or 2**20, self.core.limits.max_message_bytes // 2)
+            tr = await self.core.run(context, "rollout", key, *args, overrides=overrides, **kw)
+            B, T = tr.u.shape[0], tr.u.shape[1]
+            per_step = 8 * B * (model.nq + model.nv + model.nu)
+            n = max(1, min(T, target // max(per_step, 1)))
+            for s in range(0, T, n):
+                e = min(T, s + n)
+                a = 0 if s == 0 else s + 1
+                yield simulation_pb2.TrajectoryChunk(t0=s, q=enc(tr.q[:, a:e + 1]), qd=enc(tr.qd[:, a:e + 1]),
+                                                     u=enc(tr.u[:, s:e]), last=e == T)
+        except Exception as exc:  # noqa: BLE001
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            c, msg, field = status_of(exc, ROLLOUT_FIELDS)
+            code = c.name
+            await abort(context, c, msg, field)
+        finally:
+            self.metrics.observe("StreamRollout", code, time.perf_counter() - t0, **info)
+
+
+class GradientService:
+    def __init__(self, core: Core):
+        self.core, self.metrics = core, core.metrics
+
+    @handler("RolloutVjp", dict(ROLLOUT_FIELDS, q_bar="q_bar", qd_bar="qd_bar"))
+    async def RolloutVjp(self, request, context, info):
+        core = self.core
+        key, model, overrides, args, kw = core.rollout_args(request.rollout, info)
+        kw.update(core.grad_options(request.options))
+        qb = core.tensor(request.q_bar, "q_bar", required=False)
+        vb = core.tensor(request.qd_bar, "qd_bar", required=False)
+        g = await core.run(context, "rollout_vjp", key, *args, qb, vb, overrides=overrides, **kw)
+        return core.fit(gradients(g), "gradient")
+
+    @handler("ValueAndGrad", VALUE_FIELDS)
+    async def ValueAndGrad(self, request, context, info):
+        core = self.core
+        key, model, overrides, args, kw = core.rollout_args(request.rollout, info)
+        kw.update(core.grad_options(request.options))
+        cost = core.cost(request.cost)
+        g = await core.run(context, "value_and_grad", key, *args, cost, overrides=overrides, **kw)
+        return core.fit(gradients(g), "gradient")
+
+    @handler("Linearize")
+    async def Linearize(self, request, context, info):
+        core = self.core
+        entry = core.registry.get(request.model_id)
+        model = entry.model
+        q, qd, u = (core.tensor(getattr(request, k), k) for k in ("q", "qd", "u"))
+        npts = int(np.prod(q.shape[:-1])) if q.ndim else 1
+        core.check_sizes(npts, None, "q", None)
+        if npts * (2 * model.nv) * (2 * model.nv + model.nu) > core.limits.max_elements:
+            raise WireError("RESOURCE_EXHAUSTED", f"{npts} points x (2nv x (2nv + nu)) exceeds the element limit "
+                            f"{core.limits.max_elements}", "q")
+        info.update(model=request.model_id, B=npts)
+        kw = {k: getattr(request, k) for k in ("limit_stiffness", "limit_damping") if request.HasField(k)}
+        integ = core.integrator(request.integrator, "integrator")
+        A, Bm = await core.run(context, "linearize", entry.key, q, qd, u, request.dt, integ, **kw)
+        return core.fit(gradients_pb2.LinearizeResponse(a=enc(A), b=enc(Bm)), "linearization")
+
+    @handler("RolloutJvp", ROLLOUT_FIELDS)
+    async def RolloutJvp(self, request, context, info):
+        core = self.core
+        key, model, overrides, args, kw = core.rollout_args(request.rollout, info)
+        if "gains" in kw:
+            raise WireError("UNIMPLEMENTED", "forward mode is open loop only (no feedback)", "rollout.feedback")
+        tangents = [core.tensor(getattr(request, k), k, required=False) for k in ("dq0", "dqd0", "dcontrols")]
+        tr, dq, dqd = await core.run(context, "rollout_jvp", key, *args, *tangents, overrides=overrides, **kw)
+        return core.fit(gradients_pb2.RolloutJvpResponse(trajectory=trajectory(tr), dq=enc(dq), dqd=enc(dqd)), "jvp")
+
+
+class ServerService:
+    def __init__(self, core: Core):
+        self.core, self.metrics = core, core.metrics
+
+    @handler("GetServerInfo")
+    async def GetServerInfo(self, request, context, info):
+        c = self.core
+        return server_pb2.ServerInfo(version=simad.__version__, limits=c.limits, models=len(c.registry),
+                                     uptime_s=time.monotonic() - c.started, **c.info)
