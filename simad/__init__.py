@@ -19,6 +19,7 @@ from .linearize import linearize, rollout_jvp
 from .model import GeomType, JointType, Model, ModelBuilder
 from .model.mjcf import load_mjcf
 from .model.urdf import load_urdf
+from .mpc import Plan, ilqr
 from .rollout import Trajectory, rollout
 from .runtime import config as runtime_config
 from .runtime import init
@@ -35,6 +36,7 @@ __all__ = [
     "ModelBuilder",
     "ModelError",
     "NonFiniteError",
+    "Plan",
     "QuadraticCost",
     "SimadError",
     "Trajectory",
@@ -44,6 +46,7 @@ __all__ = [
     "forward_kinematics",
     "forward_kinematics_vjp",
     "frame_jacobian",
+    "ilqr",
     "init",
     "integrate",
     "inverse_dynamics",

@@ -22,7 +22,7 @@ import numpy as np
 
 from .configuration import _euclid_maps, _free_joints
 from .costs import QuadraticCost, _Bound
-from .errors import InputError
+from .errors import InputError, NonFiniteError
 from .kinematics import forward_kinematics, frame_jacobian
 from .linearize import linearize
 from .model import rotations as rot
@@ -129,6 +129,27 @@ def _backward(A, Bm, lx, lxx, lu, luu, mu):
     return k, K
 
 
+def _line_search(model, q, qd, ff, dt, K, bl, b1, kw):
+    """Closed-loop rollouts of every step size in one batched call; a step size whose rollout
+    diverges costs +inf (then each is retried alone, so one bad alpha does not sink the rest)."""
+    T = ff.shape[1]
+    fb = dict(gains=K, q_ref=q[:T], qd_ref=qd[:T], **kw)
+    n = ff.shape[0]
+    try:
+        tr = rollout(model, np.tile(q[0], (n, 1)), np.tile(qd[0], (n, 1)), ff, dt, **fb)
+        return [(tr.q[i], tr.qd[i], tr.u[i]) for i in range(n)], _value(bl, tr.q, tr.qd, tr.u)
+    except NonFiniteError:
+        trs, vals = [], np.full(n, np.inf)
+        for i in range(n):
+            try:
+                tr = rollout(model, q[0], qd[0], ff[i : i + 1], dt, **fb)
+                vals[i] = _value(b1, tr.q, tr.qd, tr.u)[0]
+                trs.append((tr.q[0], tr.qd[0], tr.u[0]))
+            except NonFiniteError:
+                trs.append(None)
+        return trs, vals
+
+
 def ilqr(model: Model, q0, qd0, controls, dt: float, cost: QuadraticCost, *, iterations: int = 1,
          integrator: str = "semi_implicit_euler", mu: float = 1e-6, limit_stiffness: float = LIMIT_STIFFNESS,
          limit_damping: float = LIMIT_DAMPING) -> Plan:
@@ -172,12 +193,10 @@ def ilqr(model: Model, q0, qd0, controls, dt: float, cost: QuadraticCost, *, ite
             break
         k, Knew = step
         ff = u[None] + np.asarray(ALPHAS)[:, None, None] * k[None]
-        nA = len(ALPHAS)
-        trs = rollout(model, np.tile(q[0], (nA, 1)), np.tile(qd[0], (nA, 1)), ff, dt, gains=Knew, q_ref=q[:T], qd_ref=qd[:T], **kw)
-        vals = _value(bl, trs.q, trs.qd, trs.u)
+        trs, vals = _line_search(model, q, qd, ff, dt, Knew, bl, b1, kw)
         best = int(np.argmin(vals))
         if np.isfinite(vals[best]) and vals[best] < J:
-            q, qd, u, J, K = trs.q[best], trs.qd[best], trs.u[best], float(vals[best]), Knew
+            q, qd, u, J, K = trs[best][0], trs[best][1], trs[best][2], float(vals[best]), Knew
             mu = max(mu / 10.0, 1e-9)
             improved = True
         else:
