@@ -99,6 +99,18 @@ def _quadratic(b: _Bound, model: Model, q, qd, u):
         r = pos - ref
         lx[:, :nv] += np.einsum("tfkv,tf,tfk->tv", Jp, wf, r)
         lxx[:, :nv, :nv] += np.einsum("tfkv,tf,tfkw->tvw", Jp, wf, Jp)
+    if b.osel.size and b.obs.shape[0] and np.any(b.wo):
+        J, pos, _ = frame_jacobian(model, q, list(b.osel), return_pose=True)
+        Jp = J[:, :, :3, :]  # (T1, nf, 3, nv)
+        d = pos[:, :, None, :] - b.obs[:, :3]  # (T1, nf, K, 3)
+        dist = np.linalg.norm(d, axis=-1)
+        pen = np.maximum(b.obs[:, 3] - dist, 0.0)
+        n = np.where(dist[..., None] > 0, d / np.where(dist > 0, dist, 1.0)[..., None], 0.0)
+        w = b.wo * (pen > 0)  # Gauss-Newton on r = r_k - |p - c_k| where active
+        g = np.einsum("tfkv,tfok,tfo->tv", Jp, n, -w * pen)
+        Jn = np.einsum("tfkv,tfok->tfov", Jp, n)
+        lx[:, :nv] += g
+        lxx[:, :nv, :nv] += np.einsum("tfov,tfo,tfow->tvw", Jn, w, Jn)
     ru = u - (b.uref[0] if b.uref.shape[1] == 1 else b.uref[0])
     return lx, lxx, b.wu * ru, np.broadcast_to(np.diag(b.wu), (u.shape[0],) + (model.nu,) * 2)
 

@@ -121,7 +121,8 @@ def test_simulation_and_gradient_endpoints_equal_the_engine_bit_for_bit(client, 
     # value and gradient of a built-in cost, with a parameter override
     cost = simad.QuadraticCost(terminal_q_weight=np.ones(model.nq), u_weight=np.full(model.nu, 1e-3),
                                frames=(model.frame_names[-1],), terminal_frame_weight=np.ones(1),
-                               frame_ref=np.array([[0.3, 0.2, 0.5]]))
+                               frame_ref=np.array([[0.3, 0.2, 0.5]]), obstacle_frames=(model.frame_names[-1],),
+                               obstacles=np.array([[0.3, 0.2, 0.5, 0.5]]), obstacle_weight=np.array([10.0]))
     mass = model.body_mass * 1.1
     v = client.value_and_grad(mid, q0, qd0, u, 0.01, cost, params="*", param_overrides={"body_mass": mass})
     ve = simad.value_and_grad(model.replace(body_mass=mass), q0, qd0, u, 0.01, cost)

@@ -31,8 +31,9 @@ from .registry import Registry, parse
 INTEGRATORS = {tensor_pb2.INTEGRATOR_UNSPECIFIED: "semi_implicit_euler",
                tensor_pb2.SEMI_IMPLICIT_EULER: "semi_implicit_euler", tensor_pb2.RK4: "rk4"}
 COST_FIELDS = ("q_weight", "q_ref", "terminal_q_weight", "qd_weight", "qd_ref", "terminal_qd_weight",
-               "u_weight", "u_ref", "frame_weight", "frame_ref", "terminal_frame_weight")
-VALUE_FIELDS = dict(ROLLOUT_FIELDS, **{k: f"cost.{k}" for k in COST_FIELDS + ("frames",)}, cost="cost")
+               "u_weight", "u_ref", "frame_weight", "frame_ref", "terminal_frame_weight", "obstacles",
+               "obstacle_weight")
+VALUE_FIELDS = dict(ROLLOUT_FIELDS, **{k: f"cost.{k}" for k in COST_FIELDS + ("frames", "obstacle_frames")}, cost="cost")
 
 
 def handler(name: str, fields: dict | None = None, prefix: str = ""):
@@ -130,7 +131,7 @@ class Core:
 
     def cost(self, msg: gradients_pb2.QuadraticCost) -> simad.QuadraticCost:
         kw = {k: self.tensor(getattr(msg, k), f"cost.{k}", required=False) for k in COST_FIELDS}
-        return simad.QuadraticCost(frames=tuple(msg.frames), **kw)
+        return simad.QuadraticCost(frames=tuple(msg.frames), obstacle_frames=tuple(msg.obstacle_frames), **kw)
 
     def grad_options(self, opt: gradients_pb2.GradientOptions) -> dict:
         names = list(opt.params)

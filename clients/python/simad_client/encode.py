@@ -21,7 +21,9 @@ MODES = {"linearization": control_pb2.LINEARIZATION, "plan": control_pb2.FEEDBAC
 COST_FIELDS = (
     "q_weight", "q_ref", "terminal_q_weight", "qd_weight", "qd_ref", "terminal_qd_weight",
     "u_weight", "u_ref", "frames", "frame_weight", "frame_ref", "terminal_frame_weight",
+    "obstacle_frames", "obstacles", "obstacle_weight",
 )  # fmt: skip
+NAME_LISTS = ("frames", "obstacle_frames")
 ITEMSIZE = 8  # bytes per output element assumed when sizing a result (f64 server)
 
 
@@ -110,8 +112,8 @@ def cost(value, out: gradients_pb2.QuadraticCost | None = None, field: str = "co
         get = lambda key, default=None: getattr(value, key, default)  # noqa: E731
     for key in COST_FIELDS:
         item = get(key, None)
-        if key == "frames":
-            msg.frames.extend(names(item, f"{field}.frames")[0] if item is not None else ())
+        if key in NAME_LISTS:
+            getattr(msg, key).extend(names(item, f"{field}.{key}")[0] if item is not None else ())
         else:
             set_tensor(msg, key, item, f"{field}.{key}")
     return msg
