@@ -354,3 +354,16 @@ def test_metrics_and_server_info(srv, client, arm):
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     assert 'simad_calls_total{method="LoadModel",code="OK"}' in text
     assert "simad_call_seconds_bucket" in text and "simad_queue_depth" in text
+
+
+def test_reflection_lists_every_service(srv):
+    import grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(srv.address) as ch:
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        replies = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=30))
+    names = {s.name for s in replies[0].list_services_response.service}
+    expected = {f"simad.v1.{s}" for s in ("ModelService", "KinematicsService", "SimulationService", "GradientService",
+                                          "ControlService", "ServerService")}
+    assert expected | {"grpc.health.v1.Health"} <= names, names
