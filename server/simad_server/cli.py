@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.handlers
 import os
+import queue
 import signal
 import sys
 
@@ -77,8 +79,19 @@ async def serve(args) -> int:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO), format="%(message)s", stream=sys.stderr)
-    return asyncio.run(serve(args))
+    # log lines are written by a listener thread: the event loop only enqueues a record
+    records: queue.SimpleQueue = queue.SimpleQueue()
+    out = logging.StreamHandler(sys.stderr)
+    out.setFormatter(logging.Formatter("%(message)s"))
+    listener = logging.handlers.QueueListener(records, out)
+    root = logging.getLogger()
+    root.setLevel(getattr(logging, str(args.log_level).upper(), logging.INFO))
+    root.addHandler(logging.handlers.QueueHandler(records))
+    listener.start()
+    try:
+        return asyncio.run(serve(args))
+    finally:
+        listener.stop()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from simad_client.errors import WireError
 from simad_client.proto import control_pb2
 
 from .errors import abort, status_of
-from .service import Core, enc
+from .service import Core, fill
 
 TICK_FIELDS = {"q0": "tick.q", "qd0": "tick.qd", "controls": "tick.controls", "q": "tick.q", "qd": "tick.qd"}
 START_FIELDS = {"dt": "start.dt", "controls": "start.controls", "integrator": "start.integrator",
@@ -66,14 +66,16 @@ class _Session:
                                integrator=self.integrator, mu=self.mu, **self.kw)
             self.mu = p.mu
             self.u = shift(p.k)
-            plan = control_pb2.FeedbackPlan(k=enc(p.k), gains=enc(p.gains), q_ref=enc(p.q_ref), qd_ref=enc(p.qd_ref),
-                                            u0=enc(p.k[0]), cost=p.cost)
-            return control_pb2.ControlReply(plan=plan)
+            reply = control_pb2.ControlReply()
+            reply.plan.cost = p.cost
+            fill(reply.plan, k=p.k, gains=p.gains, q_ref=p.q_ref, qd_ref=p.qd_ref, u0=p.k[0])
+            return reply
         tq, tqd, tu, A, B = await core.run(context, "linearize_along", self.key, q, qd, self.u, self.dt,
                                            self.integrator, **self.kw)
         self.u = shift(self.u)
-        return control_pb2.ControlReply(linearization=control_pb2.Linearization(q=enc(tq), qd=enc(tqd), u=enc(tu),
-                                                                                a=enc(A), b=enc(B)))
+        reply = control_pb2.ControlReply()
+        fill(reply.linearization, q=tq, qd=tqd, u=tu, a=A, b=B)
+        return reply
 
 
 class ControlService:

@@ -150,16 +150,43 @@ class Core:
         return await self.sim.run(job, key, *args, overrides=overrides, timeout=context.time_remaining(), **kwargs)
 
     def fit(self, response, what: str):
-        """Refuses a response larger than the message limit (the client could not receive it)."""
-        n = response.ByteSize()
+        """Refuses a response larger than the message limit (the client could not receive it).
+        Counts the tensors' bytes (ByteSize() would cost as much as serialising the reply)."""
+        n = _tensor_bytes(response) + 4096
         if n > self.limits.max_message_bytes:
             raise WireError("RESOURCE_EXHAUSTED", f"the {what} would be {n} bytes, over the message limit "
                             f"{self.limits.max_message_bytes}; use smaller batches (or StreamRollout)", "")
         return response
 
 
+def _tensor_bytes(msg) -> int:
+    """Bytes of every Tensor payload in a message (recursively)."""
+    total = 0
+    for fd, value in msg.ListFields():
+        if fd.message_type is None:
+            continue
+        if fd.message_type.GetOptions().map_entry:
+            total += sum(len(v.data) for v in value.values() if hasattr(v, "data"))
+        elif fd.message_type.full_name == "simad.v1.Tensor" and not fd.is_repeated:
+            total += len(value.data)
+        elif fd.is_repeated:
+            total += sum(_tensor_bytes(v) for v in value)
+        else:
+            total += _tensor_bytes(value)
+    return total
+
+
 def enc(a) -> tensor_pb2.Tensor:
     return codec.to_tensor(a)
+
+
+def fill(msg, **arrays):
+    """Encodes arrays straight into ``msg``'s Tensor fields (passing Tensors to a constructor
+    copies them: 30 ms instead of 2 ms for a 20 MB reply); returns msg. None values stay unset."""
+    for name, a in arrays.items():
+        if a is not None:
+            codec.to_tensor(a, getattr(msg, name))
+    return msg
 
 
 def model_info(entry) -> models_pb2.ModelInfo:
@@ -174,18 +201,14 @@ def model_info(entry) -> models_pb2.ModelInfo:
 
 
 def trajectory(tr) -> simulation_pb2.Trajectory:
-    return simulation_pb2.Trajectory(q=enc(tr.q), qd=enc(tr.qd), u=enc(tr.u))
+    return fill(simulation_pb2.Trajectory(), q=tr.q, qd=tr.qd, u=tr.u)
 
 
 def gradients(g) -> gradients_pb2.Gradients:
-    out = gradients_pb2.Gradients(q0=enc(g.q0), qd0=enc(g.qd0), controls=enc(g.controls),
-                                  params={k: enc(v) for k, v in g.params.items()}, norm=float(g.norm),
-                                  clipped=bool(g.clipped), checkpoint_every=int(g.checkpoint_every))
-    if g.gains is not None:
-        out.gains.CopyFrom(enc(g.gains))
-    if g.loss is not None:
-        out.loss.CopyFrom(enc(g.loss))
-    return out
+    out = gradients_pb2.Gradients(norm=float(g.norm), clipped=bool(g.clipped), checkpoint_every=int(g.checkpoint_every))
+    for k, v in g.params.items():
+        codec.to_tensor(v, out.params[k])
+    return fill(out, q0=g.q0, qd0=g.qd0, controls=g.controls, gains=g.gains, loss=g.loss)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +268,7 @@ class KinematicsService:
     async def ForwardKinematics(self, request, context, info):
         key, q = self._q(request, info)
         pos, rot = await self.core.run(context, "forward_kinematics", key, q)
-        return self.core.fit(kinematics_pb2.ForwardKinematicsResponse(pos=enc(pos), rot=enc(rot)), "response")
+        return self.core.fit(fill(kinematics_pb2.ForwardKinematicsResponse(), pos=pos, rot=rot), "response")
 
     @handler("FrameJacobian", {"frame": "frames"})
     async def FrameJacobian(self, request, context, info):
@@ -254,10 +277,9 @@ class KinematicsService:
         if not frames:
             raise WireError("INVALID_ARGUMENT", "at least one frame name is required", "frames")
         out = await self.core.run(context, "frame_jacobian", key, q, frames, return_pose=True)
-        resp = kinematics_pb2.FrameJacobianResponse(jacobian=enc(out[0]))
+        resp = fill(kinematics_pb2.FrameJacobianResponse(), jacobian=out[0])
         if request.return_pose:
-            resp.pos.CopyFrom(enc(out[1]))
-            resp.rot.CopyFrom(enc(out[2]))
+            fill(resp, pos=out[1], rot=out[2])
         return self.core.fit(resp, "response")
 
     @handler("InverseKinematics")
@@ -275,9 +297,8 @@ class KinematicsService:
         if kw.get("restarts", 0) > 1000 or kw.get("max_iters", 0) > 100_000:
             raise WireError("RESOURCE_EXHAUSTED", "at most 1000 restarts and 100000 iterations", "restarts" if kw.get("restarts", 0) > 1000 else "max_iters")
         r = await core.run(context, "inverse_kinematics", entry.key, request.frame, tp, tr, q_init, seed=int(request.seed), **kw)
-        return kinematics_pb2.InverseKinematicsResponse(
-            q=enc(r.q), success=enc(r.success.astype(bool)), pos_residual=enc(r.pos_residual),
-            rot_residual=enc(r.rot_residual), iterations=enc(r.iterations.astype(np.int32)))
+        return fill(kinematics_pb2.InverseKinematicsResponse(), q=r.q, success=r.success.astype(bool),
+                    pos_residual=r.pos_residual, rot_residual=r.rot_residual, iterations=r.iterations.astype(np.int32))
 
 
 class SimulationService:
@@ -310,8 +331,8 @@ class SimulationService:
             for s in range(0, T, n):
                 e = min(T, s + n)
                 a = 0 if s == 0 else s + 1
-                yield simulation_pb2.TrajectoryChunk(t0=s, q=enc(tr.q[:, a:e + 1]), qd=enc(tr.qd[:, a:e + 1]),
-                                                     u=enc(tr.u[:, s:e]), last=e == T)
+                yield fill(simulation_pb2.TrajectoryChunk(t0=s, last=e == T), q=tr.q[:, a:e + 1],
+                           qd=tr.qd[:, a:e + 1], u=tr.u[:, s:e])
         except Exception as exc:  # noqa: BLE001
             if isinstance(exc, grpc.aio.AbortError):
                 raise
@@ -360,7 +381,7 @@ class GradientService:
         kw = {k: getattr(request, k) for k in ("limit_stiffness", "limit_damping") if request.HasField(k)}
         integ = core.integrator(request.integrator, "integrator")
         A, Bm = await core.run(context, "linearize", entry.key, q, qd, u, request.dt, integ, **kw)
-        return core.fit(gradients_pb2.LinearizeResponse(a=enc(A), b=enc(Bm)), "linearization")
+        return core.fit(fill(gradients_pb2.LinearizeResponse(), a=A, b=Bm), "linearization")
 
     @handler("RolloutJvp", ROLLOUT_FIELDS)
     async def RolloutJvp(self, request, context, info):
@@ -370,7 +391,9 @@ class GradientService:
             raise WireError("UNIMPLEMENTED", "forward mode is open loop only (no feedback)", "rollout.feedback")
         tangents = [core.tensor(getattr(request, k), k, required=False) for k in ("dq0", "dqd0", "dcontrols")]
         tr, dq, dqd = await core.run(context, "rollout_jvp", key, *args, *tangents, overrides=overrides, **kw)
-        return core.fit(gradients_pb2.RolloutJvpResponse(trajectory=trajectory(tr), dq=enc(dq), dqd=enc(dqd)), "jvp")
+        resp = fill(gradients_pb2.RolloutJvpResponse(), dq=dq, dqd=dqd)
+        fill(resp.trajectory, q=tr.q, qd=tr.qd, u=tr.u)
+        return core.fit(resp, "jvp")
 
 
 class ServerService:
