@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_reach_demo_succeeds_and_writes_its_plots(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("", "server", "clients/python")))
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "reach_demo.py"), "--out", str(tmp_path),
-                          "--iterations", "30"], capture_output=True, text=True, env=env, timeout=900)
+                          "--iterations", "25"], capture_output=True, text=True, env=env, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["success"] and summary["reach_error_m"] < 0.01 and summary["min_clearance_m"] > 0
