@@ -40,6 +40,9 @@ INTEGRATORS = {"semi_implicit_euler": 0, "rk4": 1}
 LIMIT_STIFFNESS = 1e4  # N m / rad (N / m): default soft-limit spring
 LIMIT_DAMPING = 1e2  # N m s / rad (N s / m): default soft-limit damper
 MAX_STEPS = 10_000_000
+# A velocity above this (rad/s or m/s) means the integration blew up (e.g. a stiff soft limit
+# on a very light link with too large a dt): reported like NaN rather than returned as numbers.
+MAX_SPEED = 1e6
 MAX_BYTES = 4 << 30  # largest trajectory a call may allocate
 FIELDS = {1: "qd", 2: "q", 3: "u", 4: "gradient"}  # status codes of the kernels
 
@@ -207,7 +210,7 @@ def _rollout_kernel(q0: ti.types.ndarray(ndim=2), v0: ti.types.ndarray(ndim=2), 
                     step_env(topo, geo, dyn, dof, act, lim, pose, S, qw, vw, uw, tw, aw, q0w, v0w, ks, b, dt, rk4,
                              kl, dl)
                     for d in range(nv):
-                        if ti.math.isinf(vw[b, d]) or ti.math.isnan(vw[b, d]):
+                        if not ti.abs(vw[b, d]) <= MAX_SPEED:  # NaN, inf, or a blown-up integration
                             bad = 1
                     for k in range(nq):
                         if ti.math.isinf(qw[b, k]) or ti.math.isnan(qw[b, k]):
@@ -402,7 +405,8 @@ def raise_status(status: np.ndarray, what: str = "rollout"):
         env = int(bad[np.argmin(steps)])
         step, code = int(status[env, 0]), int(status[env, 1])
         raise NonFiniteError(FIELDS.get(code, "state"), env, step,
-                             f"{what} diverged ({bad.size} env(s) affected); check dt, gains and inputs")
+                             f"{what} diverged (NaN, inf or |qd| > {MAX_SPEED:g}; {bad.size} env(s) affected); "
+                             "check dt, gains, limits and inputs")
 
 
 def rollout(model: Model, q0, qd0, controls, dt: float, integrator: str = "semi_implicit_euler", *, gains=None,

@@ -507,3 +507,16 @@ def test_float32_and_debug_mode_agree_with_float64(tmp_path):
     np.testing.assert_allclose(dbg, ref, rtol=1e-12, atol=1e-13)
     f32 = _sub(tmp_path, "f32", False)
     np.testing.assert_allclose(f32, ref, rtol=2e-3, atol=2e-4)
+
+
+def test_a_blown_up_integration_is_reported_not_returned():
+    # a stiff soft limit on a very light link with a large step: explicit integration explodes
+    # to huge but finite numbers, which must be reported like NaN (first env, step, field)
+    b = simad.ModelBuilder("light")
+    b.add_body("link", 0, mass=1e-3, com=(0, 0, -0.05), inertia=(1e-6, 1e-6, 1e-7))
+    b.add_joint("link", "hinge", "revolute", axis=(0, 1, 0), range=(-0.1, 0.1))
+    m = b.finalize()
+    q0 = np.array([[0.0], [0.5]])  # env 1 starts outside the range
+    with pytest.raises(simad.NonFiniteError) as e:
+        simad.rollout(m, q0, np.zeros((2, 1)), np.zeros((2, 200, 0)), 0.01)
+    assert e.value.env == 1 and e.value.field in ("qd", "q") and 1 <= e.value.step <= 200
