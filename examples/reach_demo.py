@@ -18,49 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from _local_server import local_server
 Q_START = np.array([0.0, 0.7, 0.0, -1.3, 0.0, 0.8, 0.0])  # rad: arm bent forward
 Q_GOAL = np.array([1.6, 0.7, 0.0, -1.3, 0.0, 0.8, 0.0])  # the same pose turned 1.6 rad: defines the target
 EE = "ee_link"
 AVOID = ("link5", "link6", "link7", "flange", "ee_link")  # frames kept out of the obstacle
 RADIUS, MARGIN = 0.12, 0.02  # m: obstacle radius, and the safety margin added in the cost
 T, DT = 200, 0.005  # 1 s of motion
-
-
-def start_server(data_dir: str) -> tuple[subprocess.Popen, str]:
-    """``python -m simad_server serve`` on a free port; returns (process, address) once it listens."""
-    env = dict(os.environ)
-    extra = os.pathsep.join(str(ROOT / p) for p in ("", "server", "clients/python"))
-    env["PYTHONPATH"] = extra + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("SIMAD_LOG_LEVEL", "WARNING")
-    proc = subprocess.Popen([sys.executable, "-m", "simad_server", "serve", "--address", "127.0.0.1:0",
-                             "--data-dir", data_dir], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    for line in proc.stdout:
-        if line.startswith("simad: listening on"):
-            return proc, line.rsplit(" ", 1)[-1].strip()
-    raise RuntimeError(f"the server did not start (exit code {proc.wait()})")
-
-
-def wait_ready(proc: subprocess.Popen, client, console) -> float:
-    """Blocks until health says SERVING (the server compiles every kernel first: ~1-2 min on a
-    fresh machine, seconds once Taichi's offline cache holds them)."""
-    t0 = time.perf_counter()
-    with console.status("[bold]simad server warming up[/] (compiling kernels; first run only takes a minute or two)"):
-        while client.health() != "SERVING":
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server exited with code {proc.returncode}")
-            time.sleep(0.2)
-    return time.perf_counter() - t0
 
 
 def problem(client, model_id):
@@ -170,7 +140,6 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="demo-output", help="directory for the plots and summary.json")
     ap.add_argument("--iterations", type=int, default=40, help="maximum iLQR iterations (server round trips)")
     args = ap.parse_args(argv)
-    sys.path[:0] = [str(ROOT / "clients" / "python")]
     from rich.console import Console
 
     from simad_client import Client
@@ -179,27 +148,20 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="simad-demo-") as data:
-        proc, address = start_server(data)
-        try:
-            with Client(address, timeout=600) as client:
-                warm = wait_ready(proc, client, console)
-                srv = client.server_info()
-                console.print(f"simad {srv['version']} server on {address}: {srv['backend']}, {srv['precision']}, "
-                              f"ready in {warm:.1f} s")
-                arm = client.load_model(builtin="arm7")
-                console.print(f"loaded {arm.name}: nq={arm.nq} nv={arm.nv} nu={arm.nu} ({arm.model_id})")
-                start, target, obstacle, cost, info = problem(client, arm.model_id)
-                t0 = time.perf_counter()
-                p, costs, calls = plan(client, arm.model_id, cost, args.iterations, console)
-                t_plan = time.perf_counter() - t0
-                tr, ee_path, clearance, g, naive = check(client, arm.model_id, info, p, target, obstacle, cost)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    status = lambda: console.status("[bold]simad server warming up[/] (compiling kernels: a minute or two on "  # noqa: E731
+                                    "the first run, seconds once Taichi's offline cache has them)")
+    with local_server(status=status) as address, Client(address, timeout=600) as client:
+        warm = time.perf_counter() - t_all
+        srv = client.server_info()
+        console.print(f"simad {srv['version']} server on {address}: {srv['backend']}, {srv['precision']}, "
+                      f"ready in {warm:.1f} s")
+        arm = client.load_model(builtin="arm7")
+        console.print(f"loaded {arm.name}: nq={arm.nq} nv={arm.nv} nu={arm.nu} ({arm.model_id})")
+        start, target, obstacle, cost, info = problem(client, arm.model_id)
+        t0 = time.perf_counter()
+        p, costs, calls = plan(client, arm.model_id, cost, args.iterations, console)
+        t_plan = time.perf_counter() - t0
+        tr, ee_path, clearance, g, naive = check(client, arm.model_id, info, p, target, obstacle, cost)
     files = plots(out, costs, tr, ee_path, naive, start, target, obstacle)
     err = float(np.linalg.norm(ee_path[-1] - target))
     summary = {

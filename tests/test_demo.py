@@ -18,3 +18,11 @@ def test_reach_demo_succeeds_and_writes_its_plots(tmp_path):
     assert summary["success"] and summary["reach_error_m"] < 0.01 and summary["min_clearance_m"] > 0
     for name in ("cost.png", "joints.png", "path.png"):
         assert (tmp_path / name).stat().st_size > 10_000, name
+
+
+def test_mpc_example_swings_the_cartpole_up_over_the_network():
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("", "server", "clients/python")))
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "mpc_cartpole.py"), "--seconds", "3",
+                          "--horizon", "40", "--iterations", "1"], capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "upright" in out.stdout and "Hz achieved" in out.stdout
