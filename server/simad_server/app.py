@@ -132,9 +132,15 @@ class SimadServer:
         await self._set_health(True)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drains: refuses new calls, lets in-flight ones finish within ``grace`` seconds."""
+        """Drains: new calls get UNAVAILABLE at once (retryable elsewhere) while the calls in
+        flight finish, within ``grace`` seconds; then the listener closes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.config.grace_s if grace is None else grace)
+        self.core.draining = True
         await self._set_health(False)
-        await self.server.stop(self.config.grace_s if grace is None else grace)
+        while self.sim.depth > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        await self.server.stop(max(deadline - loop.time(), 0.5))
         self.sim.shutdown()
         self.store.close()
         if self.metrics_server is not None:

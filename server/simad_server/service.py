@@ -68,8 +68,11 @@ class Core:
         self.registry, self.sim, self.limits, self.metrics, self.info = registry, sim, limits, metrics, info
         self.started = time.monotonic()
         self.ready = False
+        self.draining = False
 
     def check_ready(self) -> None:
+        if self.draining:
+            raise WireError("UNAVAILABLE", "the server is shutting down; retry on another instance")
         if not self.ready:
             raise WireError("UNAVAILABLE", "the server is warming up (compiling kernels); retry shortly")
 
