@@ -284,6 +284,8 @@ def inverse_kinematics(
     iopts = np.array([sel[0], max_iters, int(use_rot)], np.int32)
     out = _solve(model, d, q, target, opts, iopts)
     iters = out[:, 2].astype(np.int64)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise InputError("seed", f"expected an integer >= 0, got {seed!r}")
     rng = np.random.default_rng(seed)
     for _ in range(restarts):
         bad = np.flatnonzero(out[:, 3] < 0.5)

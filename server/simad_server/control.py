@@ -12,6 +12,7 @@ import time
 import grpc
 import numpy as np
 
+import simad
 from simad.mpc import shift
 from simad_client.errors import WireError
 from simad_client.proto import control_pb2
@@ -20,7 +21,7 @@ from .errors import abort, status_of
 from .service import Core, fill
 
 TICK_FIELDS = {"q0": "tick.q", "qd0": "tick.qd", "controls": "tick.controls", "q": "tick.q", "qd": "tick.qd"}
-START_FIELDS = {"dt": "start.dt", "controls": "start.controls", "integrator": "start.integrator",
+START_FIELDS = {"cost": "start.cost", "dt": "start.dt", "controls": "start.controls", "integrator": "start.integrator",
                 "iterations": "start.iterations", "regularization": "start.regularization",
                 "limit_stiffness": "start.limit_stiffness", "limit_damping": "start.limit_damping", "model": "start.model_id"}
 
@@ -46,6 +47,12 @@ class _Session:
         if s.mode not in (control_pb2.CONTROL_MODE_UNSPECIFIED, control_pb2.LINEARIZATION, control_pb2.FEEDBACK_PLAN):
             raise WireError("INVALID_ARGUMENT", f"unknown mode {s.mode}", "start.mode")
         self.kw = {k: getattr(s, k) for k in ("limit_stiffness", "limit_damping") if s.HasField(k)}
+        for k, v in self.kw.items():
+            if not (np.isfinite(v) and v >= 0):
+                raise WireError("INVALID_ARGUMENT", f"expected a finite number >= 0, got {v}", f"start.{k}")
+        if not (np.isfinite(s.regularization) and s.regularization >= 0):
+            raise WireError("INVALID_ARGUMENT", f"expected a finite number >= 0, got {s.regularization}",
+                            "start.regularization")
         self.iterations = s.iterations or 1
         if not 1 <= self.iterations <= 100:
             raise WireError("INVALID_ARGUMENT", f"expected 1 <= iterations <= 100, got {s.iterations}", "start.iterations")
@@ -94,6 +101,11 @@ class ControlService:
                     if session is not None:
                         raise WireError("FAILED_PRECONDITION", "the session has already started", "start")
                     session = _Session(self.core, req.start)
+                    if session.plan_mode:  # the cost is checked against the model now, not at the first tick
+                        try:
+                            await self.core.run(context, "check_cost", session.key, session.cost, session.T)
+                        except simad.InputError as e:
+                            raise WireError("INVALID_ARGUMENT", str(e).split(": ", 1)[-1], f"start.{e.field}") from None
                     info.update(model=req.start.model_id, T=session.T)
                     m = session.model
                     yield control_pb2.ControlReply(ready=control_pb2.SessionReady(nq=m.nq, nv=m.nv, nu=m.nu, horizon=session.T),

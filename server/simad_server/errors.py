@@ -6,6 +6,7 @@ import logging
 import re
 
 import grpc
+from google.protobuf.message import DecodeError
 
 import simad
 from simad_client.errors import FIELD_KEY, WireError
@@ -36,6 +37,8 @@ def rename(field: str, fields: dict | None, prefix: str = "") -> str:
 
 def status_of(exc: BaseException, fields: dict | None = None, prefix: str = "") -> tuple[grpc.StatusCode, str, str]:
     """(code, message, field) for an exception raised while serving a call."""
+    if isinstance(exc, DecodeError):  # a stream message that is not the declared protobuf type
+        return grpc.StatusCode.INVALID_ARGUMENT, f"malformed message: {exc}", "body"
     if isinstance(exc, WireError):
         return getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNKNOWN), exc.message, exc.field
     if isinstance(exc, simad.NonFiniteError):
@@ -51,7 +54,14 @@ def status_of(exc: BaseException, fields: dict | None = None, prefix: str = "") 
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); this is a bug in simad, please report it", ""
 
 
+def _printable(text: str) -> str:
+    """Metadata values must be printable ASCII: escape anything else (a client may send any name)."""
+    out = text.encode("ascii", "backslashreplace").decode("ascii")
+    return "".join(c if 32 <= ord(c) < 127 else f"\\x{ord(c):02x}" for c in out)
+
+
 async def abort(context, code: grpc.StatusCode, message: str, field: str):
     if field:
+        field = _printable(field)
         context.set_trailing_metadata(((FIELD_KEY, field),))
     await context.abort(code, f"{field}: {message}" if field else message)

@@ -39,6 +39,11 @@ def linearize_along(model, q, qd, u, dt, integrator, **kw):
     return tr.q[0], tr.qd[0], tr.u[0], A, B
 
 
+def check_cost(model, cost, T: int) -> None:
+    """Validates a cost against a model and horizon (raises InputError naming 'cost.<field>')."""
+    cost.bind(model, 1, T)
+
+
 def runtime_info() -> dict:
     cfg = simad.runtime_config()
     return {"precision": cfg.precision, "backend": cfg.arch, "compile_mode": cfg.compile}
@@ -56,6 +61,7 @@ JOBS = {
     "ilqr": ilqr,
     "linearize_along": linearize_along,
     "smoke_test": smoke_test,
+    "check_cost": check_cost,
     "warmup": warmup,
     "runtime_info": runtime_info,
 }

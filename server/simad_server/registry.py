@@ -52,6 +52,10 @@ def build_spec(spec: models_pb2.ModelSpec) -> simad.Model:
 def parse(kind: str, source: bytes, floating_base: bool, name: str) -> simad.Model:
     """Builds a Model from a stored or requested source (raises ModelError / InputError)."""
     nm = name or None
+    if kind in ("urdf", "mjcf") and not source.lstrip().startswith(b"<"):
+        # the engine's loaders also accept a file path; over the wire only the XML text is taken
+        raise WireError("INVALID_ARGUMENT", f"expected {kind.upper()} XML text (starting with '<'), got "
+                        f"{source[:40].decode(errors='replace')!r}", kind)
     if kind == "urdf":
         return simad.load_urdf(source.decode(), floating_base=floating_base, name=nm)
     if kind == "mjcf":

@@ -297,6 +297,8 @@ class KinematicsService:
         info.update(model=request.model_id, B=B)
         kw = {k: getattr(request, k) for k in ("tol_pos", "tol_rot", "max_iters", "restarts", "damping", "max_step")
               if getattr(request, k)}
+        if request.seed < 0:
+            raise WireError("INVALID_ARGUMENT", f"expected a seed >= 0, got {request.seed}", "seed")
         if kw.get("restarts", 0) > 1000 or kw.get("max_iters", 0) > 100_000:
             raise WireError("RESOURCE_EXHAUSTED", "at most 1000 restarts and 100000 iterations", "restarts" if kw.get("restarts", 0) > 1000 else "max_iters")
         r = await core.run(context, "inverse_kinematics", entry.key, request.frame, tp, tr, q_init, seed=int(request.seed), **kw)

@@ -21,6 +21,7 @@ _TO_NP = {
 }
 _FROM_NP = {v.newbyteorder("=") if v.kind != "b" else v: k for k, v in _TO_NP.items()}
 MAX_DIMS = 8
+MAX_DIM = 2**40  # per dimension, even for arrays with zero elements (numpy refuses larger shapes)
 
 
 def to_tensor(a, out: tensor_pb2.Tensor | None = None) -> tensor_pb2.Tensor:
@@ -58,8 +59,9 @@ def from_tensor(t: tensor_pb2.Tensor, field: str, *, max_elements: int | None = 
     if dt is None:
         raise WireError("INVALID_ARGUMENT", f"unknown or unspecified dtype {t.dtype}", field)
     shape = tuple(t.shape)
-    if len(shape) > MAX_DIMS or any(s < 0 for s in shape):
-        raise WireError("INVALID_ARGUMENT", f"expected at most {MAX_DIMS} non-negative dimensions, got shape {shape}", field)
+    if len(shape) > MAX_DIMS or any(s < 0 or s > MAX_DIM for s in shape):
+        raise WireError("INVALID_ARGUMENT", f"expected at most {MAX_DIMS} dimensions, each in [0, 2**40], got shape "
+                        f"{shape}", field)
     n = 1
     for s in shape:
         n *= s
