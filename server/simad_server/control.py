@@ -57,7 +57,7 @@ class _Session:
         if not 1 <= self.iterations <= 100:
             raise WireError("INVALID_ARGUMENT", f"expected 1 <= iterations <= 100, got {s.iterations}", "start.iterations")
         self.mu = s.regularization or 1e-6
-        self.cost = core.cost(s.cost) if self.plan_mode else None
+        self.cost = core.cost(s.cost, "start.cost") if self.plan_mode else None
         if self.plan_mode:
             if m.nu == 0:
                 raise WireError("INVALID_ARGUMENT", "FEEDBACK_PLAN needs a model with actuators", "start.mode")

@@ -132,8 +132,8 @@ class Core:
                 kw[k] = getattr(spec, k)
         return key, model, overrides, (q0, qd0, controls, spec.dt), kw
 
-    def cost(self, msg: gradients_pb2.QuadraticCost) -> simad.QuadraticCost:
-        kw = {k: self.tensor(getattr(msg, k), f"cost.{k}", required=False) for k in COST_FIELDS}
+    def cost(self, msg: gradients_pb2.QuadraticCost, prefix: str = "cost") -> simad.QuadraticCost:
+        kw = {k: self.tensor(getattr(msg, k), f"{prefix}.{k}", required=False) for k in COST_FIELDS}
         return simad.QuadraticCost(frames=tuple(msg.frames), obstacle_frames=tuple(msg.obstacle_frames), **kw)
 
     def grad_options(self, opt: gradients_pb2.GradientOptions) -> dict:
@@ -149,8 +149,15 @@ class Core:
         return kw
 
     async def run(self, context, job: str, key: str | None, *args, overrides=None, **kwargs):
-        """Runs an engine job in the simulation worker within the call's deadline."""
-        return await self.sim.run(job, key, *args, overrides=overrides, timeout=context.time_remaining(), **kwargs)
+        """Runs an engine job in the simulation worker within the call's deadline; a result that
+        overflowed (finite but huge inputs, e.g. |x| ~ 1e300) is an error, never an OK answer."""
+        out = await self.sim.run(job, key, *args, overrides=overrides, timeout=context.time_remaining(), **kwargs)
+        bad = _non_finite(out, job)
+        if bad:
+            kind = "float32" if self.info.get("precision") == "f32" else "float64"
+            raise WireError("INVALID_ARGUMENT", f"non-finite value in '{bad}': the computation diverged (inputs too "
+                            f"large for {kind} arithmetic?)", bad)
+        return out
 
     def fit(self, response, what: str):
         """Refuses a response larger than the message limit (the client could not receive it).
@@ -160,6 +167,32 @@ class Core:
             raise WireError("RESOURCE_EXHAUSTED", f"the {what} would be {n} bytes, over the message limit "
                             f"{self.limits.max_message_bytes}; use smaller batches (or StreamRollout)", "")
         return response
+
+
+OUTPUT_NAMES = {"linearize": ("a", "b"), "forward_kinematics": ("pos", "rot"), "frame_jacobian": ("jacobian", "pos", "rot"),
+                "rollout_jvp": ("trajectory", "dq", "dqd"), "linearize_along": ("q", "qd", "u", "a", "b")}
+
+
+def _non_finite(value, name: str) -> str:
+    """The name of the first non-finite float (array, scalar, or inside a tuple / dataclass / dict), or ""."""
+    if isinstance(value, np.ndarray):
+        return name if value.dtype.kind == "f" and value.size and not np.all(np.isfinite(value)) else ""
+    if isinstance(value, float):
+        return "" if np.isfinite(value) else name
+    if isinstance(value, tuple | list):
+        names = OUTPUT_NAMES.get(name, ())
+        items = ((names[i] if i < len(names) else f"{name}[{i}]", v) for i, v in enumerate(value))
+    elif isinstance(value, dict):
+        items = ((str(k), v) for k, v in value.items())
+    elif hasattr(value, "__dataclass_fields__"):
+        items = ((f, getattr(value, f)) for f in value.__dataclass_fields__)
+    else:
+        return ""
+    for n, v in items:
+        bad = _non_finite(v, n)
+        if bad:
+            return bad
+    return ""
 
 
 def _tensor_bytes(msg) -> int:

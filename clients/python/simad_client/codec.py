@@ -62,9 +62,13 @@ def from_tensor(t: tensor_pb2.Tensor, field: str, *, max_elements: int | None = 
     if len(shape) > MAX_DIMS or any(s < 0 or s > MAX_DIM for s in shape):
         raise WireError("INVALID_ARGUMENT", f"expected at most {MAX_DIMS} dimensions, each in [0, 2**40], got shape "
                         f"{shape}", field)
-    n = 1
+    n, span = 1, 1
     for s in shape:
         n *= s
+        span *= max(s, 1)
+    if span > MAX_DIM:  # also for zero-element shapes: numpy cannot even describe (2**40, 2**23, 0)
+        raise WireError("INVALID_ARGUMENT", f"shape {shape} is too large to describe (product of the non-zero "
+                        f"dimensions over 2**40)", field)
     if max_elements is not None and n > max_elements:
         raise WireError("RESOURCE_EXHAUSTED", f"{n} elements exceed the limit of {max_elements}", field)
     if len(t.data) != n * dt.itemsize:
