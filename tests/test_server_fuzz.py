@@ -269,12 +269,6 @@ def tensors(draw, ok, bad: bool, *, wrong=(), good="any", optional=False):
     if kind == "dims":
         shape = draw(st.lists(DIMS, max_size=10))
     n = math.prod(shape) if all(s >= 0 for s in shape) else -1
-    if n == 0:  # zero-size shapes: at most 2**40 "elements" without their zeros, see
-        room, safe = 2**40, []  # test_a_zero_size_tensor_with_huge_dimensions_is_not_an_internal_error
-        for d in shape:
-            safe.append(min(d, room) if d else 0)
-            room //= max(safe[-1], 1)
-        shape = safe
     t = _tensor(dtype, shape)
     if 0 <= n <= 4096:
         t.data = draw(values(n, dtype, None if kind == "values" else "any"))
@@ -427,34 +421,6 @@ def assert_finite(msg, *names) -> None:
                 assert a.dtype.kind != "f" or np.all(np.isfinite(a)), f"{type(msg).__name__}.{name}[{key}]: {a}"
 
 
-def max_abs(msg) -> float:
-    """The largest |value| of every float tensor anywhere in a request (nested messages, maps)."""
-    best = 0.0
-    if isinstance(msg, tensor_pb2.Tensor):
-        if codec.is_set(msg) and msg.dtype in (tensor_pb2.FLOAT64, tensor_pb2.FLOAT32):
-            try:
-                a = codec.from_tensor(msg, "t")
-            except Exception:  # noqa: BLE001 - a malformed tensor: the server refuses it anyway
-                return 0.0
-            with np.errstate(invalid="ignore"):
-                return float(np.nanmax(np.abs(a), initial=0.0))
-        return 0.0
-    for fd, value in msg.ListFields():
-        if fd.message_type is None:
-            continue
-        if fd.message_type.GetOptions().map_entry:
-            values = value.values()
-        elif fd.is_repeated:
-            values = value
-        else:
-            values = [value]
-        best = max([best] + [max_abs(v) for v in values])
-    return best
-
-
-HUGE = 1e150  # finite inputs above this overflow some results: see test_huge_finite_inputs_give_finite_results
-
-
 def batch_of(spec: simulation_pb2.RolloutSpec) -> int:
     """The number of envs a (decodable) spec defines: the rows of q0, qd0 or controls."""
     rows = [t.shape[0] for t, nd in ((spec.q0, 2), (spec.qd0, 2), (spec.controls, 3)) if len(t.shape) == nd]
@@ -513,8 +479,7 @@ def test_fuzz_gradients(api, data):
         if not isinstance(out, grpc.RpcError):
             assert codec.from_tensor(out.controls, "controls").shape == (B, T, m.nu)
             assert_finite(out, "q0", "qd0", "controls", "gains", "params")
-            if max_abs(req) < HUGE:
-                assert math.isfinite(out.norm)
+            assert math.isfinite(out.norm)
     elif which == "value":
         req = gradients_pb2.ValueAndGradRequest(rollout=spec, cost=data.draw(costs(api, B, T, f)),
                                                 options=data.draw(gradient_options(api, T, f)))
@@ -523,9 +488,8 @@ def test_fuzz_gradients(api, data):
             loss = codec.from_tensor(out.loss, "loss")
             assert loss.shape == (B,) and np.all(loss >= 0), loss
             assert_finite(out, "q0", "qd0", "controls", "gains", "params")
-            if max_abs(req) < HUGE:
-                assert_finite(out, "loss")
-                assert math.isfinite(out.norm)
+            assert_finite(out, "loss")
+            assert math.isfinite(out.norm)
     else:
         req = gradients_pb2.RolloutJvpRequest(rollout=spec)
         put(req, "dq0", data.draw(tensors([(B, m.nv)], f("dq0"), wrong=[(B, m.nv + 1), (B + 1, m.nv)], optional=True)))
@@ -587,8 +551,7 @@ def test_fuzz_kinematics_and_linearize(api, data):
         if not isinstance(out, grpc.RpcError):
             assert codec.from_tensor(out.q, "q").shape == (B, m.nq)
             assert_finite(out, "q")
-            if max_abs(req) < HUGE:
-                assert_finite(out, "pos_residual", "rot_residual")
+            assert_finite(out, "pos_residual", "rot_residual")
     else:
         lead = data.draw(st.sampled_from([(B,), (B, T) if B * T <= LIMITS["max_batch"] else (T,), ()]))
         req = gradients_pb2.LinearizeRequest(model_id=mid, dt=number(data.draw, f("dt"), st.sampled_from([0.01, 1e-3])),
@@ -602,8 +565,7 @@ def test_fuzz_kinematics_and_linearize(api, data):
         out = check(_unary(api.grad.Linearize, req), gradients_pb2.LinearizeRequest, req)
         if not isinstance(out, grpc.RpcError):
             assert codec.from_tensor(out.a, "a").shape == lead + (2 * m.nv, 2 * m.nv)
-            if max_abs(req) < HUGE:
-                assert_finite(out, "a", "b")
+            assert_finite(out, "a", "b")
 
 
 SESSION_FIELDS = ("order", "model_id", "dt", "integrator", "horizon", "controls", "mode", "iterations",
@@ -657,8 +619,7 @@ def test_fuzz_control_sessions(api, data):
                 assert rep.WhichOneof("body") in ("linearization", "plan") and rep.seq == req.tick.seq
                 if rep.HasField("plan"):
                     assert_finite(rep.plan, "k", "gains", "q_ref", "qd_ref", "u0")
-                    if max(max_abs(msg) for msg in msgs) < HUGE:
-                        assert math.isfinite(rep.plan.cost)
+                    assert math.isfinite(rep.plan.cost)
                 else:
                     assert_finite(rep.linearization, "q", "qd", "u", "a", "b")
 

@@ -21,6 +21,8 @@ ROLLOUT_FIELDS = {
     "qd_ref": "rollout.feedback.qd_ref", "limit_stiffness": "rollout.limit_stiffness",
     "limit_damping": "rollout.limit_damping", "params": "options.params", "memory_budget": "options.memory_budget_bytes",
     "checkpoint_every": "options.checkpoint_every", "clip_norm": "options.clip_norm",
+    # a ModelError during such a call comes from the per-call parameter overrides
+    "__model__": "rollout.param_overrides[{}]",
 }
 
 
@@ -48,6 +50,9 @@ def status_of(exc: BaseException, fields: dict | None = None, prefix: str = "") 
         msg = str(exc).split(": ", 1)[-1]
         return grpc.StatusCode.INVALID_ARGUMENT, msg, field
     if isinstance(exc, simad.ModelError):
+        template = (fields or {}).get("__model__")
+        if template and exc.field:
+            return grpc.StatusCode.INVALID_ARGUMENT, str(exc), template.format(exc.field)
         field = prefix.rstrip(".") or "model"
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc), field + (f".{exc.field}" if exc.field else "")
     log.exception("internal error")

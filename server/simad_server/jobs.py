@@ -7,22 +7,29 @@ import numpy as np
 
 import simad
 from simad import models as shipped
+from simad.kinematics import SERIAL_BELOW
 from simad.mpc import ilqr
 
 
 def warmup() -> None:
-    """Compiles (or loads from the offline cache) every kernel the services use, once."""
+    """Compiles (or loads from the offline cache) every kernel the services use: the serial
+    variant (small batches) and the parallel one (B >= SERIAL_BELOW) of each."""
+    for B in (1, SERIAL_BELOW):
+        _warmup_batch(B)
+
+
+def _warmup_batch(B: int) -> None:
     m = shipped.planar_chain(2)
-    q, v, u = np.zeros(2), np.zeros(2), np.zeros((3, 2))
+    q, v, u = np.zeros((B, 2)), np.zeros((B, 2)), np.zeros((B, 3, 2))
     simad.forward_kinematics(m, q)
     simad.frame_jacobian(m, q, ["link1"], return_pose=True)
-    simad.inverse_kinematics(m, "link2", np.array([[0.5, 0.0, -1.0]]), max_iters=5, restarts=1)
+    simad.inverse_kinematics(m, "link2", np.tile([0.5, 0.0, -1.0], (B, 1)), max_iters=5, restarts=1)
     simad.rollout(m, q, v, u, 0.01)
     simad.rollout(m, q, v, u, 0.01, gains=np.zeros((3, 2, 4)), q_ref=np.zeros((3, 2)))
-    simad.rollout_vjp(m, q, v, u, 0.01, q_bar=np.ones((1, 4, 2)))
+    simad.rollout_vjp(m, q, v, u, 0.01, q_bar=np.ones((B, 4, 2)))
     cost = simad.QuadraticCost(terminal_q_weight=1.0, frames=("link2",), frame_weight=np.ones(1))
     simad.value_and_grad(m, q, v, u, 0.01, cost)
-    simad.linearize(m, q, v, u[0], 0.01)
+    simad.linearize(m, q, v, u[:, 0], 0.01)
 
 
 def smoke_test(model: simad.Model) -> None:

@@ -96,10 +96,11 @@ class SimWorker:
     def _start_process(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_worker_main, args=(child, self._init_kwargs), name="simad-worker", daemon=True)
-        self._proc.start()
+        proc = ctx.Process(target=_worker_main, args=(child, self._init_kwargs), name="simad-worker", daemon=True)
+        proc.start()
         child.close()
-        self._conn = parent
+        with self._lock:  # shutdown() only ever sees a started process
+            self._proc, self._conn = proc, parent
         for key, model in self._models().items():
             self._conn.send(("model", key, model))
         threading.Thread(target=self._reader, args=(parent,), name="simad-recv", daemon=True).start()
@@ -128,6 +129,7 @@ class SimWorker:
             self._resolve(cid, kind, value)
         if self._closed:
             return
+        self._proc.join(1)  # reap it, so the exit code is known
         code = self._proc.exitcode
         log.error(f'{{"event":"worker_died","exitcode":{code}}}')
         with self._lock:
