@@ -18,7 +18,6 @@ import sys
 import time
 
 import numpy as np
-
 from _local_server import local_server
 
 DT = 0.02  # s: control period and model step

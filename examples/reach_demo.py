@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _local_server import local_server
+
 Q_START = np.array([0.0, 0.7, 0.0, -1.3, 0.0, 0.8, 0.0])  # rad: arm bent forward
 Q_GOAL = np.array([1.6, 0.7, 0.0, -1.3, 0.0, 0.8, 0.0])  # the same pose turned 1.6 rad: defines the target
 EE = "ee_link"
@@ -141,7 +141,6 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=40, help="maximum iLQR iterations (server round trips)")
     args = ap.parse_args(argv)
     from rich.console import Console
-
     from simad_client import Client
 
     console = Console()

@@ -23,7 +23,7 @@ import numpy as np
 from .configuration import _euclid_maps, _free_joints
 from .costs import QuadraticCost, _Bound
 from .errors import InputError, NonFiniteError
-from .kinematics import forward_kinematics, frame_jacobian
+from .kinematics import frame_jacobian
 from .linearize import linearize
 from .model import rotations as rot
 from .model.model import Model

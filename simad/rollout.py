@@ -26,9 +26,9 @@ import numpy as np
 import taichi as ti
 
 from . import runtime
+from .adjoint import conj, integrate_env, q4
 from .dynamics import _NS, _dof, aba_env
 from .dynamics import device as dyn_device
-from .adjoint import conj, integrate_env, q4
 from .errors import InputError, ModelError, NonFiniteError
 from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW
 from .kinematics import device as kin_device

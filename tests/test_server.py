@@ -10,11 +10,11 @@ import urllib.request
 import numpy as np
 import pytest
 from serving import ServerThread
+from simad_client import Client, WireError
 
 import simad
 from simad import models
 from simad.mpc import ilqr
-from simad_client import Client, WireError
 
 TOKEN = "s3cret-token"
 
@@ -216,7 +216,6 @@ def test_bad_input_gets_its_code_and_field_and_the_server_keeps_serving(client, 
 
 def test_raw_malformed_tensors_are_rejected_with_the_field(srv, arm):
     import grpc
-
     from simad_client import codec
     from simad_client.proto import kinematics_pb2, kinematics_pb2_grpc
 
@@ -325,7 +324,7 @@ def test_tls(tmp_path):
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))

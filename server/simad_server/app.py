@@ -15,7 +15,6 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
 from simad_client.errors import WireError
 from simad_client.proto import (
     control_pb2,
@@ -37,8 +36,8 @@ from .control import ControlService
 from .metrics import Metrics, serve_metrics
 from .registry import Registry
 from .service import Core, GradientService, KinematicsService, ModelService, ServerService, SimulationService
-from .worker import SimWorker
 from .store import ModelStore
+from .worker import SimWorker
 
 log = logging.getLogger("simad.server")
 SERVICE_NAMES = tuple(

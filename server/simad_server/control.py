@@ -11,11 +11,11 @@ import time
 
 import grpc
 import numpy as np
+from simad_client.errors import WireError
+from simad_client.proto import control_pb2
 
 import simad
 from simad.mpc import shift
-from simad_client.errors import WireError
-from simad_client.proto import control_pb2
 
 from .errors import abort, status_of
 from .service import Core, fill

@@ -7,9 +7,9 @@ import re
 
 import grpc
 from google.protobuf.message import DecodeError
+from simad_client.errors import FIELD_KEY, WireError
 
 import simad
-from simad_client.errors import FIELD_KEY, WireError
 
 log = logging.getLogger("simad.server")
 _BASE = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*")

@@ -6,10 +6,11 @@ import secrets
 import threading
 from dataclasses import dataclass
 
-import simad
-from simad import models as shipped
 from simad_client.errors import WireError
 from simad_client.proto import models_pb2
+
+import simad
+from simad import models as shipped
 
 from .store import ModelStore, StoredModel
 

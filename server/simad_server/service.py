@@ -12,8 +12,6 @@ import time
 
 import grpc
 import numpy as np
-
-import simad
 from simad_client import codec
 from simad_client.errors import WireError
 from simad_client.proto import (
@@ -24,6 +22,8 @@ from simad_client.proto import (
     simulation_pb2,
     tensor_pb2,
 )
+
+import simad
 
 from .errors import ROLLOUT_FIELDS, abort, status_of
 from .registry import Registry, parse

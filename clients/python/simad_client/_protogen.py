@@ -11,8 +11,8 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -49,8 +49,8 @@ def up_to_date(root: Path | None = None) -> bool:
 
 def generate(out: Path = OUT, root: Path | None = None) -> None:
     """Runs protoc (from grpcio-tools) on every simad.v1 proto into ``out``."""
-    from grpc_tools import protoc  # build-time dependency only
     import grpc_tools
+    from grpc_tools import protoc  # build-time dependency only
 
     root = root or proto_root()
     if root is None:
