@@ -66,7 +66,7 @@ class ServerConfig:
     max_message_bytes: int = 64 * 2**20
     max_queue: int = 64
     max_models: int = 1000
-    warmup: bool = True
+    warmup: str | bool = "all"  # "all" | "serial" | "none" (True: "all", False: "none"); see jobs.warmup
     metrics_port: int | None = None  # serve /metrics on this port (0: any free port)
     grace_s: float = 10.0
     extra: dict = field(default_factory=dict)
@@ -122,8 +122,9 @@ class SimadServer:
         if self.config.metrics_port is not None:
             self.metrics_server = serve_metrics(self.metrics, "127.0.0.1", self.config.metrics_port)
         loop = asyncio.get_running_loop()
-        if self.config.warmup:
-            await loop.run_in_executor(None, self.sim.call, "warmup")
+        level = {True: "all", False: "none"}.get(self.config.warmup, self.config.warmup)
+        if level != "none":
+            await loop.run_in_executor(None, self.sim.call, "warmup", None, level)
         failed = await loop.run_in_executor(None, self.registry.restore)
         for mid in failed:
             log.warning(f'{{"event":"restore_failed","model":"{mid}"}}')

@@ -36,8 +36,10 @@ def parser() -> argparse.ArgumentParser:
                        ("max_queue", int), ("max_models", int)):
         flag = "--" + name.replace("_", "-")
         s.add_argument(flag, type=kind, default=_env("SIMAD_" + name.upper(), getattr(d, name), kind), help=f"[SIMAD_{name.upper()}]")
-    s.add_argument("--no-warmup", action="store_true", default=_env("SIMAD_NO_WARMUP", "0") == "1",
-                   help="skip compiling every kernel at start (first calls compile instead) [SIMAD_NO_WARMUP=1]")
+    s.add_argument("--warmup", default=_env("SIMAD_WARMUP", "all"), choices=["all", "serial", "none"],
+                   help="kernels compiled before health says SERVING: all; serial (small-batch variants only, "
+                        "a first call with B >= 16 compiles); none (first calls compile) [SIMAD_WARMUP]")
+    s.add_argument("--no-warmup", action="store_true", help="same as --warmup none")
     s.add_argument("--metrics-port", type=int, default=_env("SIMAD_METRICS_PORT", None, int), help="serve Prometheus /metrics on 127.0.0.1:PORT")
     s.add_argument("--grace", type=float, default=_env("SIMAD_GRACE_S", d.grace_s, float), help="seconds to drain on SIGTERM")
     s.add_argument("--log-level", default=_env("SIMAD_LOG_LEVEL", "INFO"), help="DEBUG, INFO (one JSON line per call), WARNING")
@@ -52,7 +54,7 @@ async def serve(args) -> int:
                        tls_key=args.tls_key, precision=args.precision, backend=args.backend, compile=args.compile,
                        max_batch=args.max_batch, max_steps=args.max_steps, max_elements=args.max_elements,
                        max_message_bytes=args.max_message_bytes, max_queue=args.max_queue, max_models=args.max_models,
-                       warmup=not args.no_warmup, metrics_port=args.metrics_port, grace_s=args.grace)
+                       warmup="none" if args.no_warmup else args.warmup, metrics_port=args.metrics_port, grace_s=args.grace)
     server = create_server(cfg)
     host = args.address.rsplit(":", 1)[0]
     print(f"simad: listening on {host}:{server.port}", flush=True)

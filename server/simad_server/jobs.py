@@ -11,10 +11,18 @@ from simad.kinematics import SERIAL_BELOW
 from simad.mpc import ilqr
 
 
-def warmup() -> None:
-    """Compiles (or loads from the offline cache) every kernel the services use: the serial
-    variant (small batches) and the parallel one (B >= SERIAL_BELOW) of each."""
-    for B in (1, SERIAL_BELOW):
+WARMUP_LEVELS = ("all", "serial", "none")
+
+
+def warmup(level: str = "all") -> None:
+    """Compiles (or loads from the offline cache) every kernel the services use.
+
+    ``all``: the serial variant (batches below SERIAL_BELOW) and the parallel one of each;
+    ``serial``: the serial variants only (about a quarter of the cold compile time; a first
+    request with B >= SERIAL_BELOW then compiles its kernel); ``none``: nothing."""
+    if level not in WARMUP_LEVELS:
+        raise ValueError(f"warmup level must be one of {WARMUP_LEVELS}, got {level!r}")
+    for B in {"all": (1, SERIAL_BELOW), "serial": (1,), "none": ()}[level]:
         _warmup_batch(B)
 
 
