@@ -30,6 +30,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,8 @@ ID_KEYS = ("name", "model", "n", "B", "T", "clients", "horizon")
 # top-level sections that describe the run, not a measurement: never compared
 NOT_FIGURES = ("machine", "server_info", "targets", "quick")
 STDERR_TAIL_LINES = 25
+# keys whose figures are rates although their names do not say so (full match)
+RATE_KEYS = {"dynamics": re.compile(r"forward\[[^\]]*\]\.(simad|mujoco|pinocchio\w*)")}  # env-steps per second
 
 # Figures that the key-name rule in engine_rows() cannot pair: label, simad's key, the others.
 COMPARISONS = {
@@ -235,8 +238,9 @@ def is_time_key(key: str) -> bool:
     return (last.endswith("_s") and not last.endswith("per_s")) or last.endswith("_s_per_point") or last == "s"
 
 
-def is_rate_key(key: str) -> bool:
-    return _last(key).endswith("per_s")
+def is_rate_key(key: str, benchmark: str = "") -> bool:
+    pattern = RATE_KEYS.get(benchmark)
+    return _last(key).endswith("per_s") or bool(pattern and pattern.fullmatch(key))
 
 
 def _number(v) -> bool:
@@ -275,7 +279,7 @@ def fmt_number(v: float) -> str:
     return f"{v:.2e}"
 
 
-def fmt_value(key: str, v) -> str:
+def fmt_value(key: str, v, benchmark: str = "") -> str:
     """A readable cell: seconds in s / ms / us, rates with k / M, None as n/a, '|' escaped."""
     if v is None:
         text = "n/a"
@@ -283,7 +287,7 @@ def fmt_value(key: str, v) -> str:
         text = "yes" if v else "no"
     elif _number(v) and is_time_key(key):
         text = fmt_seconds(float(v))
-    elif _number(v) and is_rate_key(key):
+    elif _number(v) and is_rate_key(key, benchmark):
         text = fmt_number(float(v)) + "/s"
     elif _number(v):
         text = fmt_number(v)
@@ -344,6 +348,8 @@ def engine_rows(name: str, flat: list[tuple[str, object]]) -> list[dict]:
         if split is None or key in used:
             continue
         figure, engine = split
+        if not (_last(key) == engine or is_time_key(key) or is_rate_key(key, name)):
+            continue  # not a cost or a speed (e.g. the loss each engine computed)
         groups.setdefault(figure, {"_keys": {}})["_keys"][engine] = key
         groups[figure][engine] = v
     for figure, g in groups.items():
@@ -361,13 +367,13 @@ def _speed(row: dict, engine: str) -> str:
     return f"{ratio:.3g}x"
 
 
-def engine_table(rows: list[dict]) -> str:
+def engine_table(rows: list[dict], benchmark: str = "") -> str:
     others = [e for e in ENGINES[1:] if any(e in r for r in rows)]
     header = ["figure"] + [ENGINE_TITLES[e] for e in ("simad", *others)] + [f"simad speed vs {ENGINE_TITLES[e]}" for e in others]
     body = []
     for r in rows:
         cells = [r["figure"].replace("|", "\\|")]
-        cells += [fmt_value(r["key"], r[e]) if e in r else "" for e in ("simad", *others)]
+        cells += [fmt_value(r["key"], r[e], benchmark) if e in r else "" for e in ("simad", *others)]
         cells += [_speed(r, e) for e in others]
         body.append(cells)
     return md_table(header, body, ["l"] + ["r"] * (len(header) - 1))
@@ -395,7 +401,11 @@ def compare(old: dict, new: dict) -> list[tuple[str, float, float, float | None]
 
 
 def compare_table(rows: list[tuple[str, float, float, float | None]]) -> str:
-    body = [[k.replace("|", "\\|"), fmt_value(k, o), fmt_value(k, n), "n/a" if r is None else f"{r:.3g}"] for k, o, n, r in rows]
+    body = []
+    for k, o, n, r in rows:
+        bench, _, key = k.partition(".")
+        body.append([k.replace("|", "\\|"), fmt_value(key, o, bench), fmt_value(key, n, bench),
+                     "n/a" if r is None else f"{r:.3g}"])
     return md_table(["figure", "old", "new", "new / old"], body, ["l", "r", "r", "r"])
 
 
@@ -430,9 +440,9 @@ def render_markdown(report: dict, comparison: list | None = None, compared_with:
         flat = flatten({k: v for k, v in result.items() if k != "machine"})
         rows = engine_rows(name, flat)
         if rows:
-            lines += ["simad beside the reference engines (speed > 1x: simad faster):", "", engine_table(rows), ""]
+            lines += ["simad beside the reference engines (speed > 1x: simad faster):", "", engine_table(rows, name), ""]
         lines += ["All figures:", "",
-                  md_table(["key", "value"], [[f"`{k}`", fmt_value(k, v)] for k, v in flat], ["l", "r"]), ""]
+                  md_table(["key", "value"], [[f"`{k}`", fmt_value(k, v, name)] for k, v in flat], ["l", "r"]), ""]
     if comparison is not None:
         lines += [f"## Compared with {compared_with or 'the previous run'}", "",
                   compare_table(comparison) if comparison else "No numeric figure in common.", ""]

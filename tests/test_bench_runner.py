@@ -28,7 +28,8 @@ DYNAMICS_LIKE = {
     "forward": [{"n": 2, "B": 256, "simad": 2.0e6, "mujoco": 1.0e6, "pinocchio": 4.0e6,
                  "max_abs_diff_qT": {"mujoco": 1e-12}},
                 {"n": 7, "B": 256, "simad": 6.0e5, "mujoco": 7.0e5}],
-    "gradient": {"simad_grad_s": 0.0095, "pinocchio_grad_s": 0.019, "mujoco_fd_grad_s": 0.038, "T": 1000},
+    "gradient": {"simad_grad_s": 0.0095, "pinocchio_grad_s": 0.019, "mujoco_fd_grad_s": 0.038, "T": 1000,
+                 "simad_loss": 1.5, "pinocchio_loss": 1.5},
     "linearize": {"simad_batch_s_per_point": 5e-5, "pinocchio_s_per_point": 1.6e-5},
     "cold_empty_cache": None,
     "meets": {"forward": False},
@@ -61,10 +62,14 @@ def test_value_formatting(run_all):
     assert run_all.fmt_value("a", None) == "n/a"
     assert run_all.fmt_value("count", 12345) == "12,345"
     assert run_all.fmt_value("note", "a|b") == "a\\|b"
+    # dynamics' forward figures are env-steps/s, their cross-checks are not
+    assert run_all.fmt_value("forward[n=7,B=256].mujoco", 7e5, "dynamics") == "700 k/s"
+    assert run_all.fmt_value("forward[n=7,B=256].max_abs_diff_qT.mujoco", 1e-5, "dynamics") == "1.00e-05"
 
 
 def test_engine_rows_pair_simad_with_the_references(run_all):
     rows = {r["figure"]: r for r in run_all.engine_rows("dynamics", run_all.flatten(DYNAMICS_LIKE))}
+    assert "gradient.loss" not in rows  # not a time or a speed: no engine comparison
     fwd = rows["forward[n=2,B=256]"]
     assert (fwd["simad"], fwd["mujoco"], fwd["pinocchio"], fwd["time"]) == (2.0e6, 1.0e6, 4.0e6, False)
     assert rows["forward[n=7,B=256]"]["mujoco"] == 7.0e5 and "pinocchio" not in rows["forward[n=7,B=256]"]
@@ -72,9 +77,9 @@ def test_engine_rows_pair_simad_with_the_references(run_all):
     assert (grad["simad"], grad["pinocchio"], grad["mujoco"], grad["time"]) == (0.0095, 0.019, 0.038, True)
     assert run_all._speed(grad, "pinocchio") == "2x"  # times: simad twice as fast
     assert run_all._speed(fwd, "mujoco") == "2x" and run_all._speed(fwd, "pinocchio") == "0.5x"  # rates
-    table = run_all.engine_table(list(rows.values()))
+    table = run_all.engine_table(list(rows.values()), "dynamics")
     assert table.splitlines()[0].startswith("| figure | simad | MuJoCo | Pinocchio |")
-    assert "9.5 ms" in table and "| 2 M | 1 M | 4 M | 2x | 0.5x |" in table and "600 k" in table
+    assert "9.5 ms" in table and "| 2 M/s | 1 M/s | 4 M/s | 2x | 0.5x |" in table and "600 k/s" in table
 
 
 def _report(results: dict) -> dict:
