@@ -24,13 +24,13 @@ def test_ilqr_swings_the_cartpole_up_and_its_plan_is_a_trajectory_of_the_dynamic
     m = models.load("cartpole")
     T, dt = 100, 0.02
     cost = simad.QuadraticCost(q_weight=np.ones(2), u_weight=np.full(m.nu, 1e-2), terminal_q_weight=np.array([10.0, 100.0]),
-                               terminal_qd_weight=np.full(m.nv, 10.0), q_ref=np.array([0.0, np.pi]))
-    q0, qd0 = np.zeros(m.nq), np.zeros(m.nv)
+                               terminal_qd_weight=np.full(m.nv, 10.0), q_ref=np.zeros(2))
+    q0, qd0 = np.array([0.0, np.pi]), np.zeros(m.nv)  # hanging down; hinge 0 is upright
     u = np.zeros((T, m.nu))
     first = ilqr(m, q0, qd0, u, dt, cost, iterations=1)
     plan = ilqr(m, q0, qd0, u, dt, cost, iterations=30)
     assert plan.improved and plan.cost < 0.3 * first.cost
-    assert abs(plan.q_ref[-1, 1] - np.pi) < 0.15, plan.q_ref[-1]
+    assert abs(plan.q_ref[-1, 1]) < 0.15, plan.q_ref[-1]
     # the plan is the open-loop rollout of its own feedforward controls from x0
     tr = simad.rollout(m, q0, qd0, plan.k, dt)
     np.testing.assert_allclose(tr.q[0], plan.q_ref, atol=1e-10)

@@ -1,0 +1,606 @@
+"""Rigid bodies with contact: free bodies (6-DOF) colliding with each other and with static
+geometry, differentiable through impacts.
+
+The scene is an ordinary ``Model``: every moving body hangs from the world by a free joint
+(``ModelBuilder.add_body(..., joint="free")`` or MJCF ``<freejoint/>``) and carries collision
+geoms (sphere, box, capsule); geoms of the world body (or of bodies welded to it) are static
+(plane, sphere, box, capsule). ``q``/``qd`` follow the model's conventions (a free joint's q is
+the body origin and its quaternion w-first, qd is (v, w) in the body frame).
+
+Applied inputs: ``controls`` (B, T, nmov, 6) hold per moving body and step a world-frame force
+(N, at the centre of mass) and torque (N m), held over the step; ``nmov`` counts the moving
+bodies in model order.
+
+One step (dt), all envs in parallel:
+
+1. free motion: v* = v + dt (g + f/m), w* = w + dt I^-1 (tau - w x I w)  (world frame);
+2. narrow phase of every geom pair (contact capacity per pair: plane-sphere 1, plane-capsule 2,
+   plane-box 8, sphere-sphere 1, sphere-capsule 1, sphere-box 1, capsule-capsule 1,
+   capsule-box 3 (end spheres and the point nearest the box centre), box-box 16 (each box's
+   corners against the other; edge-edge contacts are not generated));
+3. contact impulses, in one of two modes (``Contact.mode``):
+
+   * ``"impulse"`` (exact impulses): a contact is active when it closes within the step
+     (gap < max(-v_n dt, 0) + slop). Each active contact targets the normal velocity
+     -e v_n^- (restitution e, faded in over approach speeds ``bounce_threshold`` .. 2x so resting
+     contacts do not micro-bounce) plus a Baumgarte push-out of penetration beyond ``slop``;
+     Coulomb friction |J_t| <= mu J_n in the friction cone (static and kinetic). ``iterations``
+     Jacobi sweeps with mass splitting (each contact sees its bodies' masses divided by their
+     number of active contacts) solve all contacts at once.
+     **Time of impact:** a contact that closes at toi = gap / (-v_n) inside the step moves its
+     bodies with the pre-impact velocity until toi and the post-impact velocity after, so
+     x' = x + dt v' - toi (v' - v*) per contact. This makes the end state a continuous function
+     of the inputs across the step in which an impact happens, which is what makes the
+     gradient right (DiffTaichi's billiards showed the naive discrete gradient is wrong).
+     ``toi=False`` gives the naive scheme, for comparison.
+   * ``"smooth"``: a spring-damper along the normal on a softplus of the penetration
+     (width ``softness``), stiffness set by the contact period ``timeconst`` and the pair's
+     effective mass (k = m_eff (2 pi / timeconst)^2, like MuJoCo's solref), damping ratio from
+     the restitution (zeta = -ln e / sqrt(pi^2 + ln^2 e), exact for a linear spring-dashpot);
+     friction mu f_n v_t / sqrt(|v_t|^2 + friction_eps^2). Smooth everywhere, so gradients exist
+     across contact changes, at the price of soft penetration (~ g timeconst^2 / 4 pi^2) and
+     creep under static friction (speed ~ friction_eps x load ratio).
+
+4. positions: x' = x + dt v' (with the toi correction above), q' = normalize(q + dt/2 w' (x) q).
+
+Pair coefficients combine the two geoms' values like Box2D: friction sqrt(mu_a mu_b),
+restitution max(e_a, e_b) (the gradient goes to the larger one).
+
+Non-smooth points and their gradients: the contact activity test, the friction cone clamp and
+the Jacobi clamp J_n >= 0 are piecewise (the gradient is that of the active piece); slip and
+normal directions are regularised with 1e-12 so they have no 0/0; toi = gap / max(-v_n, 1e-12).
+
+Gradients use Taichi's reverse mode on per-step kernels whose shapes follow DESIGN.md section 1
+(probed against finite differences); the forward rollout is one fused kernel launch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import taichi as ti
+
+from . import contact_kernels as K
+from . import runtime
+from .errors import InputError, ModelError, NonFiniteError
+from .kinematics import SERIAL_BELOW
+from .model.model import GeomType, JointType, Model
+from .rollout import Trajectory
+from .validate import as_array
+
+MODES = {"impulse": 0, "smooth": 1}
+# contacts per pair, indexed by (type a, type b) with type a <= type b
+_CAPACITY = {
+    (GeomType.PLANE, GeomType.SPHERE): 1, (GeomType.PLANE, GeomType.CAPSULE): 2, (GeomType.PLANE, GeomType.BOX): 8,
+    (GeomType.SPHERE, GeomType.SPHERE): 1, (GeomType.SPHERE, GeomType.CAPSULE): 1, (GeomType.SPHERE, GeomType.BOX): 1,
+    (GeomType.CAPSULE, GeomType.CAPSULE): 1, (GeomType.CAPSULE, GeomType.BOX): 3, (GeomType.BOX, GeomType.BOX): 16,
+}
+CONTACT_PARAMS = ("body_mass", "body_inertia", "body_com", "geom_size", "geom_friction", "geom_restitution", "gravity")
+MAX_SPEED = 1e6
+
+
+@dataclass(frozen=True)
+class Contact:
+    """Contact options of a rollout (see the module docstring for the model).
+
+    Attributes:
+        mode: "impulse" (exact impulses with time-of-impact correction) or "smooth" (penalty).
+        iterations: Jacobi sweeps of the impulse solver (4, 8 or 16; each value compiles once).
+        toi: time-of-impact correction of positions (impulse mode). False: the naive scheme.
+        baumgarte: fraction of the penetration beyond ``slop`` pushed out per step (impulse).
+        slop: m, penetration allowed without push-out; also the activation margin (impulse).
+        bounce_threshold: m/s, approach speed below which restitution is off (ramps to full at 2x).
+        timeconst: s, contact period of the smooth spring (>= ~3 dt for stability).
+        softness: m, width of the softplus on the penetration (smooth).
+        friction_eps: m/s, slip-speed regularisation of smooth friction.
+    """
+
+    mode: str = "impulse"
+    iterations: int = 8
+    toi: bool = True
+    baumgarte: float = 0.2
+    slop: float = 1e-4
+    bounce_threshold: float = 0.05
+    timeconst: float = 0.02
+    softness: float = 1e-3
+    friction_eps: float = 1e-3
+
+    def validated(self, dt: float) -> Contact:
+        f = "contact."
+        if self.mode not in MODES:
+            raise InputError(f + "mode", f"expected one of {sorted(MODES)}, got {self.mode!r}")
+        if self.iterations not in (4, 8, 16):
+            raise InputError(f + "iterations", f"expected 4, 8 or 16, got {self.iterations!r}")
+        for name, lo in (("baumgarte", 0.0), ("slop", 0.0), ("bounce_threshold", 0.0)):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= lo):
+                raise InputError(f + name, f"must be a finite number >= {lo}, got {v!r}")
+        if self.baumgarte > 1.0:
+            raise InputError(f + "baumgarte", f"must be in [0, 1], got {self.baumgarte}")
+        for name in ("timeconst", "softness", "friction_eps"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
+                raise InputError(f + name, f"must be a finite number > 0, got {v!r}")
+        if self.mode == "smooth" and self.timeconst < 2.0 * dt:
+            raise InputError(f + "timeconst", f"{self.timeconst} s is below 2 dt = {2 * dt} s: the contact spring would be unstable")
+        return self
+
+    @property
+    def nit(self) -> int:
+        return self.iterations if self.mode == "impulse" else 1
+
+    def cfg(self) -> np.ndarray:
+        return np.array([self.timeconst, self.softness, self.friction_eps, self.baumgarte, self.slop,
+                         max(self.bounce_threshold, 1e-9), 0.0, 0.0])
+
+
+@dataclass
+class GradientQuality:
+    """How far a contact gradient can be trusted, per env.
+
+    Attributes:
+        mode_switches: (B,) contacts that became active or inactive during the rollout.
+        max_growth: (B,) the largest one-step growth factor of the state adjoint's norm.
+        max_growth_step: (B,) the step where it happened (-1 when the adjoint stayed zero).
+        fd_directional: (B,) central finite-difference derivative of the loss along a random
+            unit direction of (q0, qd0, controls), or None if not asked for.
+        ad_directional: (B,) the same derivative from the gradient.
+        fd_rel_error: (B,) |fd - ad| / max(|fd|, |ad|, 1e-12), or None.
+    """
+
+    mode_switches: np.ndarray
+    max_growth: np.ndarray
+    max_growth_step: np.ndarray
+    fd_directional: np.ndarray | None = None
+    ad_directional: np.ndarray | None = None
+    fd_rel_error: np.ndarray | None = None
+
+
+# ------------------------------------------------------------------------------------------
+# the scene: a Model checked and packed for the contact kernels
+# ------------------------------------------------------------------------------------------
+@dataclass
+class _Scene:
+    bodies: np.ndarray  # (nb,) model body ids of the moving bodies
+    qadr: np.ndarray
+    vadr: np.ndarray
+    geoms: np.ndarray  # (ng,) model geom ids used (all of them)
+    top: np.ndarray  # int32 layout, see contact_kernels
+    geo: np.ndarray  # (ng, 12) static geometry: pos, rot (moving geoms: in the body frame)
+    npair: int
+    kmax: int
+    nslot: int  # contact slots: (pair, k) for every pair and each of its contacts
+
+
+def scene(model: Model) -> _Scene:
+    """Checks that ``model`` is a free-body scene and packs its topology (cached per model)."""
+    return runtime.device_data(model, lambda m, dtype: _build_scene(m), "contact_scene")
+
+
+def _build_scene(m: Model) -> _Scene:
+    if m.nbody < 2:
+        raise ModelError("a contact scene needs at least one moving body", element="model", field="bodies")
+    moving, welded = [], {0: (np.eye(3), np.zeros(3))}
+    for b in range(1, m.nbody):
+        j = int(m.body_jnt[b])
+        parent = int(m.body_parent[b])
+        if j < 0:
+            if parent not in welded:
+                raise ModelError(f"body '{m.body_names[b]}' is welded to a moving body; contact scenes support "
+                                 "free bodies and static geometry only", element=f"body '{m.body_names[b]}'", field="joint")
+            Rp, pp = welded[parent]
+            welded[b] = (Rp @ m.body_rot[b], pp + Rp @ m.body_pos[b])
+            continue
+        if m.jnt_type[j] != JointType.FREE or parent != 0:
+            raise ModelError(f"joint '{m.jnt_names[j]}' is not a free joint of a child of the world; contact scenes "
+                             "support free bodies and static geometry only (articulated contact is not implemented)",
+                             element=f"body '{m.body_names[b]}'", field="joint")
+        if m.body_mass[b] <= 0:
+            raise ModelError("a moving body needs a positive mass", element=f"body '{m.body_names[b]}'", field="mass")
+        moving.append(b)
+    if not moving:
+        raise ModelError("a contact scene needs at least one moving (free) body", element="model", field="bodies")
+    index = {b: i for i, b in enumerate(moving)}
+    ng = m.ngeom
+    gtype = np.asarray(m.geom_type, np.int32)
+    gbody = np.full(ng, -1, np.int32)
+    geo = np.zeros((ng, 12))
+    for g in range(ng):
+        b = int(m.geom_body[g])
+        if b in index:
+            if gtype[g] == GeomType.PLANE:
+                raise ModelError("a plane must be static (a geom of the world body)", element=f"geom '{m.geom_names[g]}'", field="type")
+            gbody[g] = index[b]
+            geo[g, :3], geo[g, 3:] = m.geom_pos[g], m.geom_rot[g].reshape(9)
+        else:
+            Rp, pp = welded[b]
+            geo[g, :3], geo[g, 3:] = pp + Rp @ m.geom_pos[g], (Rp @ m.geom_rot[g]).reshape(9)
+    pairs = []
+    for a in range(ng):
+        for c in range(a + 1, ng):
+            if gbody[a] < 0 and gbody[c] < 0 or gbody[a] == gbody[c]:
+                continue
+            ga, gb = (a, c) if gtype[a] <= gtype[c] else (c, a)
+            key = (GeomType(gtype[ga]), GeomType(gtype[gb]))
+            if key not in _CAPACITY:
+                continue  # plane-plane never collides
+            pairs.append((ga, gb, _CAPACITY[key]))
+    kmax = max([p[2] for p in pairs], default=1)
+    qadr = np.array([m.jnt_qadr[m.body_jnt[b]] for b in moving], np.int32)
+    vadr = np.array([m.jnt_vadr[m.body_jnt[b]] for b in moving], np.int32)
+    slots = [(p, k) for p, (_, _, kc) in enumerate(pairs) for k in range(kc)]
+    top = np.concatenate([[ng, len(moving), len(pairs), kmax], np.stack([gtype, gbody], 1).reshape(-1),
+                          np.array(pairs, np.int32).reshape(-1), np.stack([qadr, vadr], 1).reshape(-1),
+                          np.array(slots, np.int32).reshape(-1)]).astype(np.int32)
+    return _Scene(np.array(moving, np.int32), qadr, vadr, np.arange(ng), top, geo, len(pairs), kmax, len(slots))
+
+
+def _params(m: Model, sc: _Scene) -> np.ndarray:
+    """The differentiable parameter vector: masses, inertias, COMs of the moving bodies, then
+    geom sizes, frictions, restitutions, then gravity."""
+    b = sc.bodies
+    return np.concatenate([m.body_mass[b], m.body_inertia[b].reshape(-1), m.body_com[b].reshape(-1),
+                           m.geom_size.reshape(-1), m.geom_friction, m.geom_restitution, m.gravity]).astype(np.float64)
+
+
+def _split_params(m: Model, sc: _Scene, g: np.ndarray, names) -> dict:
+    nb, ng = len(sc.bodies), m.ngeom
+    o = np.cumsum([0, nb, 9 * nb, 3 * nb, 3 * ng, ng, ng, 3])
+    parts = {
+        "body_mass": (g[o[0]:o[1]], (nb,)), "body_inertia": (g[o[1]:o[2]], (nb, 3, 3)), "body_com": (g[o[2]:o[3]], (nb, 3)),
+        "geom_size": (g[o[3]:o[4]], (ng, 3)), "geom_friction": (g[o[4]:o[5]], (ng,)),
+        "geom_restitution": (g[o[5]:o[6]], (ng,)), "gravity": (g[o[6]:o[7]], (3,)),
+    }
+    out = {}
+    for name in names:
+        if name in ("body_mass", "body_inertia", "body_com"):
+            full = np.zeros_like(getattr(m, name), dtype=np.float64)
+            full[sc.bodies] = parts[name][0].reshape(parts[name][1])
+            if name == "body_inertia":
+                full = 0.5 * (full + np.swapaxes(full, -1, -2))
+            out[name] = full
+        elif name in parts:
+            out[name] = parts[name][0].reshape(parts[name][1]).copy()
+        else:
+            out[name] = np.zeros_like(getattr(m, name), dtype=np.float64)
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# inputs
+# ------------------------------------------------------------------------------------------
+@dataclass
+class _Inputs:
+    model: Model
+    scene: _Scene
+    q0: np.ndarray
+    qd0: np.ndarray
+    controls: np.ndarray  # (T, B, nb, 6) kernel layout
+    dt: float
+    B: int
+    T: int
+    opts: Contact
+
+
+def _prepare(model, q0, qd0, dt, steps, controls, contact) -> _Inputs:
+    if not isinstance(model, Model):
+        raise InputError("model", f"expected a simad.Model, got {type(model).__name__}")
+    sc = scene(model)
+    nb = len(sc.bodies)
+    if not isinstance(dt, (int, float, np.floating, np.integer)) or not np.isfinite(dt) or dt <= 0:
+        raise InputError("dt", f"must be a finite number > 0, got {dt!r}")
+    dt = float(dt)
+    opts = (contact if contact is not None else Contact())
+    if not isinstance(opts, Contact):
+        raise InputError("contact", f"expected a simad.Contact, got {type(opts).__name__}")
+    opts = opts.validated(dt)
+    q = np.asarray(q0) if q0 is not None else None
+    v = np.asarray(qd0) if qd0 is not None else None
+    if q is None:
+        raise InputError("q0", "required")
+    if q.ndim not in (1, 2) or q.shape[-1] != model.nq:
+        raise InputError("q0", f"expected shape (B, {model.nq}) or ({model.nq},), got {q.shape}")
+    if v is None:
+        v = np.zeros(model.nv)
+    if v.ndim not in (1, 2) or v.shape[-1] != model.nv:
+        raise InputError("qd0", f"expected shape (B, {model.nv}) or ({model.nv},), got {v.shape}")
+    c = None
+    if controls is not None:
+        c = np.asarray(controls)
+        if c.ndim not in (3, 4) or c.shape[-2:] != (nb, 6):
+            raise InputError("controls", f"expected shape (B, T, {nb}, 6) or (T, {nb}, 6) (wrench per moving body), got {c.shape}")
+    Bs = [a.shape[0] for a in (q, v) if a.ndim == 2] + ([c.shape[0]] if c is not None and c.ndim == 4 else [])
+    B = max(Bs, default=1)
+    for name, a, nd in (("q0", q, 2), ("qd0", v, 2), ("controls", c, 4)):
+        if a is not None and a.ndim == nd and a.shape[0] not in (1, B):
+            raise InputError(name, f"batch size {a.shape[0]} does not match B = {B}")
+    if c is not None:
+        T = c.shape[-3]
+        if steps is not None and int(steps) != T:
+            raise InputError("steps", f"{steps} does not match controls' T = {T}")
+    else:
+        if steps is None or isinstance(steps, bool) or int(steps) != steps or int(steps) < 1:
+            raise InputError("steps", f"a positive integer is required without controls, got {steps!r}")
+        T = int(steps)
+    if T < 1:
+        raise InputError("controls", "T must be >= 1")
+    dtype = runtime.real_dtype()
+    qb = as_array(np.broadcast_to(q if q.ndim == 2 else q[None], (B, model.nq)), (B, model.nq), "q0").astype(dtype)
+    vb = as_array(np.broadcast_to(v if v.ndim == 2 else v[None], (B, model.nv)), (B, model.nv), "qd0").astype(dtype)
+    for i, (qa, _) in enumerate(zip(sc.qadr, sc.vadr, strict=True)):
+        nrm = np.linalg.norm(qb[:, qa + 3: qa + 7], axis=1)
+        if np.any(nrm < 1e-9):
+            raise InputError("q0", f"body '{model.body_names[sc.bodies[i]]}': zero quaternion in env {int(np.argmax(nrm < 1e-9))}")
+    if c is None:
+        cb = np.zeros((T, B, nb, 6), dtype)
+    else:
+        full = np.broadcast_to(c if c.ndim == 4 else c[None], (B, T, nb, 6))
+        cb = np.ascontiguousarray(np.swapaxes(as_array(full, (B, T, nb, 6), "controls"), 0, 1)).astype(dtype)
+    return _Inputs(model, sc, np.ascontiguousarray(qb), np.ascontiguousarray(vb), cb, dt, B, T, opts)
+
+
+def _scratch_size(inp: _Inputs) -> int:
+    nb, P, Kc, nit = len(inp.scene.bodies), max(inp.scene.npair, 1), inp.scene.kmax, inp.opts.nit
+    return (nit + 1) * nb * 6 + nit * nb * 6 + nb * 6 + P * Kc * K.CW + (nit + 1) * P * Kc * 4 + nb * K.DW
+
+
+def _check(X: np.ndarray, T_offset: int = 0):
+    """Raises NonFiniteError at the first env/step whose state is non-finite or blew up."""
+    bad = ~np.isfinite(X) | (np.abs(X) > MAX_SPEED)
+    if bad.any():
+        t, b = np.argwhere(bad.any(axis=(2, 3)))[np.argmin(np.argwhere(bad.any(axis=(2, 3)))[:, 0])][:2]
+        col = int(np.argwhere(bad[t, b])[0][1])
+        field = "position" if col < 3 else "quaternion" if col < 7 else "velocity" if col < 10 else "angular_velocity"
+        raise NonFiniteError(field, int(b), int(t) + T_offset - 1 if t > 0 else 0,
+                             "contact rollout diverged (NaN, inf or |value| > 1e6); check dt, masses, contact options")
+
+
+# ------------------------------------------------------------------------------------------
+# public API
+# ------------------------------------------------------------------------------------------
+def contact_rollout(model: Model, q0, qd0=None, dt: float = 1e-3, *, steps: int | None = None, controls=None,
+                    contact: Contact | None = None) -> Trajectory:
+    """Simulates B envs of a free-body scene with contact for T steps, in one kernel launch.
+
+    Args:
+        model: a scene (free bodies and static geometry, see the module docstring).
+        q0: (B, nq) or (nq,) initial configurations; qd0: (B, nv) or (nv,) velocities (default 0).
+        dt: step, s. steps: T (needed without ``controls``).
+        controls: (B, T, nmov, 6) or (T, nmov, 6) world-frame force and torque per moving body.
+        contact: ``Contact`` options (default: impulse mode with time-of-impact correction).
+
+    Returns:
+        ``Trajectory`` with q (B, T+1, nq), qd (B, T+1, nv) and u = the controls (B, T, nmov, 6).
+
+    Raises:
+        InputError (field named), ModelError (not a free-body scene), NonFiniteError.
+    """
+    inp = _prepare(model, q0, qd0, dt, steps, controls, contact)
+    X = _forward_numpy(inp)
+    q, qd = _unpack_numpy(inp, X)
+    return Trajectory(q, qd, np.swapaxes(inp.controls, 0, 1).copy(), inp.dt, f"contact:{inp.opts.mode}")
+
+
+def _forward_numpy(inp: _Inputs) -> np.ndarray:
+    dtype = runtime.real_dtype()
+    sc, nb = inp.scene, len(inp.scene.bodies)
+    X = np.zeros((inp.T + 1, inp.B, nb, 13), dtype)
+    prm = _params(inp.model, sc).astype(dtype)
+    cfg = np.concatenate([inp.opts.cfg(), sc.geo.reshape(-1)]).astype(dtype)
+    K.pack_kernel(inp.q0, inp.qd0, prm, sc.top, X)
+    S = np.zeros((inp.B, _scratch_size(inp)), dtype)
+    cnt = np.zeros((inp.B, nb), np.int32)
+    o = inp.opts
+    K.rollout_kernel(X, inp.controls, prm, cfg, sc.top, S, cnt, sc.nslot, inp.dt, MODES[o.mode], o.nit, bool(o.toi),
+                     inp.B < SERIAL_BELOW)
+    _check(X)
+    return X
+
+
+def _unpack_numpy(inp: _Inputs, X: np.ndarray):
+    dtype = runtime.real_dtype()
+    m = inp.model
+    q = np.zeros((inp.B, inp.T + 1, m.nq), dtype)
+    qd = np.zeros((inp.B, inp.T + 1, m.nv), dtype)
+    K.unpack_kernel(X, _params(m, inp.scene).astype(dtype), inp.scene.top, q, qd)
+    return q, qd
+
+
+def _nd(shape, dtype, grad=True):
+    return ti.ndarray(dtype, shape, needs_grad=grad)
+
+
+def _reverse(inp: _Inputs, cot, params, quality: bool):
+    """Forward (recorded), then the per-step adjoints in reverse. ``cot(q, qd)`` returns the
+    cotangents (q_bar, qd_bar, value) of the trajectory."""
+    m, sc = inp.model, inp.scene
+    nb, B, T = len(sc.bodies), inp.B, inp.T
+    dtype = runtime.real_dtype()
+    tf = ti.f64 if dtype == np.float64 else ti.f32
+    o = inp.opts
+    mode, nit, toi = MODES[o.mode], o.nit, bool(o.toi)
+    names = _param_names(m, params)
+
+    prm_np = _params(m, sc)
+    X = _nd((T + 1, B, nb, 13), tf)
+    U = _nd((T, B, nb, 6), tf)
+    U.from_numpy(inp.controls)
+    prm = _nd(prm_np.shape, tf)
+    prm.from_numpy(prm_np.astype(dtype))
+    q0 = _nd((B, m.nq), tf)
+    q0.from_numpy(inp.q0)
+    qd0 = _nd((B, m.nv), tf)
+    qd0.from_numpy(inp.qd0)
+    cfg = ti.ndarray(tf, (K.NCFG + 12 * m.ngeom,))
+    cfg.from_numpy(np.concatenate([o.cfg(), sc.geo.reshape(-1)]).astype(dtype))
+    top = ti.ndarray(ti.i32, sc.top.shape)
+    top.from_numpy(sc.top)
+    S = _nd((B, _scratch_size(inp)), tf)
+    cnt = ti.ndarray(ti.i32, (B, nb))
+    Q = _nd((B, T + 1, m.nq), tf)
+    QD = _nd((B, T + 1, m.nv), tf)
+
+    # forward: fused kernel on numpy copies (fast), then the recorded states into X
+    Xn = _forward_numpy(inp)
+    X.from_numpy(Xn)
+    qn, qdn = _unpack_numpy(inp, Xn)
+    qbar, vbar, value = cot(qn, qdn)
+    Q.grad.from_numpy(np.asarray(qbar, dtype))
+    QD.grad.from_numpy(np.asarray(vbar, dtype))
+    K.unpack_kernel.grad(X, prm, top, Q, QD)
+    switches = np.zeros(B, np.int64)
+    growth = np.zeros(B)
+    growth_step = np.full(B, -1, np.int64)
+    if quality:
+        switches = _count_switches(inp, prm_np, dtype)
+    P, dt = sc.nslot, inp.dt
+    G = np.zeros((T + 1, B), dtype)
+    for t in reversed(range(T)):
+        # recompute the scratch of step t, then its adjoint, stage by stage in reverse
+        K.pre_kernel(X, U, prm, cfg, top, S, cnt, t, P, dt, nit, mode, toi)
+        for it in range(nit):
+            K.iter_kernel(X, prm, top, S, cnt, t, P, it, nit, mode)
+        K.post_kernel.grad(X, prm, top, S, t, P, dt, nit, mode, toi)
+        for it in reversed(range(nit)):
+            K.iter_kernel.grad(X, prm, top, S, cnt, t, P, it, nit, mode)
+        K.pre_kernel.grad(X, U, prm, cfg, top, S, cnt, t, P, dt, nit, mode, toi)
+        if quality:
+            K.adjoint_norm_kernel(X.grad, G, t)
+    K.pack_kernel.grad(q0, qd0, prm, top, X)
+    if quality:
+        norms = G  # (T+1, B): |adjoint of state t| once step t's adjoint is complete
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(norms[1:] > 0, norms[:-1] / norms[1:], 0.0)  # growth from t+1 to t
+        growth = ratio.max(axis=0)
+        growth_step = np.where(growth > 0, ratio.argmax(axis=0), -1)
+    gq0, gqd0 = q0.grad.to_numpy().astype(np.float64), qd0.grad.to_numpy().astype(np.float64)
+    gu = np.swapaxes(U.grad.to_numpy(), 0, 1).astype(np.float64)
+    gp = _split_params(m, sc, prm.grad.to_numpy().astype(np.float64), names)
+    for name, a in (("q0", gq0), ("qd0", gqd0), ("controls", gu)):
+        if not np.all(np.isfinite(a)):
+            env = int(np.argwhere(~np.isfinite(a))[0][0])
+            raise NonFiniteError(f"gradient.{name}", env, None, "the contact gradient is not finite")
+    return gq0, gqd0, gu, gp, value, GradientQuality(switches, growth, growth_step)
+
+
+def _count_switches(inp: _Inputs, prm_np, dtype) -> np.ndarray:
+    """Re-runs the rollout step by step with the fused kernel (T = 1) to count activity changes."""
+    sc, nb, B = inp.scene, len(inp.scene.bodies), inp.B
+    o = inp.opts
+    X = np.zeros((2, B, nb, 13), dtype)
+    K.pack_kernel(inp.q0, inp.qd0, prm_np.astype(dtype), sc.top, X)
+    S = np.zeros((B, _scratch_size(inp)), dtype)
+    cnt = np.zeros((B, nb), np.int32)
+    prev = np.zeros((B, max(sc.nslot, 1)), np.int32)
+    out = np.zeros(B, np.int32)
+    cfg = np.concatenate([o.cfg(), sc.geo.reshape(-1)]).astype(dtype)
+    prm = prm_np.astype(dtype)
+    for t in range(inp.T):
+        K.rollout_kernel(X, inp.controls[t:t + 1], prm, cfg, sc.top, S, cnt, sc.nslot, inp.dt, MODES[o.mode], o.nit,
+                         bool(o.toi), B < SERIAL_BELOW)
+        K.switches_kernel(S, sc.top, prev, out, sc.nslot, o.nit)
+        X[0] = X[1]
+    return out.astype(np.int64)
+
+
+def _param_names(m: Model, params):
+    if params is None:
+        return CONTACT_PARAMS
+    names = (params,) if isinstance(params, str) else tuple(params)
+    for n in names:
+        if n not in m.param_names:
+            raise InputError("params", f"unknown parameter '{n}' (differentiable: {sorted(m.param_names)})")
+    return names
+
+
+def _finish(inp, gq0, gqd0, gu, gp, value, quality, fd_check, loss_fn, rng):
+    from .diff import Gradients
+
+    if fd_check:
+        rng = np.random.default_rng(rng)
+        dq = rng.normal(size=gq0.shape)
+        dv = rng.normal(size=gqd0.shape)
+        du = rng.normal(size=gu.shape)
+        for i, qa in enumerate(inp.scene.qadr):  # keep quaternion directions tangent
+            quat = inp.q0[:, qa + 3: qa + 7]
+            quat = quat / np.linalg.norm(quat, axis=1, keepdims=True)
+            dq[:, qa + 3: qa + 7] -= np.sum(dq[:, qa + 3: qa + 7] * quat, axis=1, keepdims=True) * quat
+            del i
+        nrm = np.sqrt(np.sum(dq ** 2, axis=1) + np.sum(dv ** 2, axis=1) + np.sum(du ** 2, axis=(1, 2, 3)))
+        dq, dv, du = dq / nrm[:, None], dv / nrm[:, None], du / nrm[:, None, None, None]
+        h = float(fd_check) if not isinstance(fd_check, bool) else 1e-6
+        lp = loss_fn(inp.q0 + h * dq, inp.qd0 + h * dv, np.swapaxes(inp.controls, 0, 1) + h * du)
+        lm = loss_fn(inp.q0 - h * dq, inp.qd0 - h * dv, np.swapaxes(inp.controls, 0, 1) - h * du)
+        fd = (lp - lm) / (2 * h)
+        ad = np.sum(gq0 * dq, axis=1) + np.sum(gqd0 * dv, axis=1) + np.sum(gu * du, axis=(1, 2, 3))
+        quality.fd_directional, quality.ad_directional = fd, ad
+        quality.fd_rel_error = np.abs(fd - ad) / np.maximum(np.maximum(np.abs(fd), np.abs(ad)), 1e-12)
+    g = Gradients(q0=gq0, qd0=gqd0, controls=gu, gains=None, params=gp, loss=value, checkpoint_every=inp.T)
+    g.quality = quality
+    return g
+
+
+def contact_vjp(model: Model, q0, qd0=None, dt: float = 1e-3, q_bar=None, qd_bar=None, *, steps: int | None = None,
+                controls=None, contact: Contact | None = None, params=None, fd_check: bool | float = False,
+                seed: int = 0):
+    """Reverse-mode product of ``contact_rollout``: the gradient of sum <q_bar, q> + <qd_bar, qd>.
+
+    Args:
+        model, q0, qd0, dt, steps, controls, contact: as ``contact_rollout``.
+        q_bar: (B, T+1, nq) and qd_bar: (B, T+1, nv) cotangents (None: zero).
+        params: names from ``model.param_names`` (default: the contact-relevant ones: body_mass,
+            body_inertia, body_com, geom_size, geom_friction, geom_restitution, gravity). Other
+            names get zeros. Gradients are summed over the batch.
+        fd_check: also run a central finite-difference spot check along a random unit direction
+            of (q0, qd0, controls) per env (True: step 1e-6; a float: that step). Costs 2 rollouts.
+        seed: of that random direction.
+
+    Returns:
+        ``Gradients`` (q0, qd0, controls (B, T, nmov, 6), params) with ``.quality`` a
+        ``GradientQuality`` (mode switches, largest adjoint growth and its step, the FD check).
+    """
+    inp = _prepare(model, q0, qd0, dt, steps, controls, contact)
+    B, T = inp.B, inp.T
+    qb = as_array(q_bar, (B, T + 1, model.nq), "q_bar") if q_bar is not None else np.zeros((B, T + 1, model.nq))
+    vb = as_array(qd_bar, (B, T + 1, model.nv), "qd_bar") if qd_bar is not None else np.zeros((B, T + 1, model.nv))
+
+    def cot(q, qd):
+        return qb, vb, np.sum(qb * q, axis=(1, 2)) + np.sum(vb * qd, axis=(1, 2))
+
+    def loss_fn(q0_, qd0_, u_):
+        tr = contact_rollout(model, q0_, qd0_, inp.dt, controls=u_, contact=inp.opts)
+        return np.sum(qb * tr.q, axis=(1, 2)) + np.sum(vb * tr.qd, axis=(1, 2))
+
+    out = _reverse(inp, cot, params, True)
+    g = _finish(inp, *out, fd_check, loss_fn, seed)
+    g.loss = None
+    return g
+
+
+def contact_value_and_grad(model: Model, q0, qd0=None, dt: float = 1e-3, cost=None, *, steps: int | None = None,
+                           controls=None, contact: Contact | None = None, params=None,
+                           fd_check: bool | float = False, seed: int = 0):
+    """The loss of a contact rollout under a built-in ``QuadraticCost`` (states, frame positions
+    of the moving bodies' frames and sites; its control terms do not apply: ``nu`` = 0) and its
+    gradient. Arguments as ``contact_vjp``; ``Gradients.loss`` holds the loss per env."""
+    from .costs import QuadraticCost
+
+    if not isinstance(cost, QuadraticCost):
+        raise InputError("cost", f"expected a simad.QuadraticCost, got {type(cost).__name__}")
+    inp = _prepare(model, q0, qd0, dt, steps, controls, contact)
+    bound = cost.bind(model, inp.B, inp.T)
+
+    def cot(q, qd):
+        cq, cv, _, val = bound.segment(0, q, qd, np.zeros((inp.B, inp.T, 0)), 0)
+        return cq, cv, val
+
+    def loss_fn(q0_, qd0_, u_):
+        tr = contact_rollout(model, q0_, qd0_, inp.dt, controls=u_, contact=inp.opts)
+        return bound.segment(0, tr.q, tr.qd, np.zeros((inp.B, inp.T, 0)), 0)[3]
+
+    out = _reverse(inp, cot, params, True)
+    return _finish(inp, *out, fd_check, loss_fn, seed)
+
+
+__all__ = ["Contact", "GradientQuality", "contact_rollout", "contact_value_and_grad", "contact_vjp", "scene"]

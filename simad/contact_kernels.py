@@ -1,0 +1,691 @@
+"""Taichi kernels of the contact pipeline (free rigid bodies, static geometry). See contact.py
+for the model, the conventions and the public API; this module only holds device code.
+
+Buffers (all flat or few-dimensional ndarrays, so a launch marshals few arguments):
+  X    (T+1, B, nb, 13)  state per step: COM position (3), quaternion w-first (4), linear
+                         velocity of the COM (3) and angular velocity (3), both world frame
+  U    (T, B, nb, 6)     applied wrench per body and step: force (3) at the COM, torque (3), world
+  prm  (nprm,)           differentiable parameters, see ``prm_layout`` in contact.py
+  cfg  (ncfg,)           options (8 numbers) then the static geometry (12 per geom: pos, rot)
+  top  (ntop,)  int32    ng, nb, P, K, per geom (type, body), per pair (ga, gb, ncontacts),
+                         per body (qadr, vadr)
+  S    (B, nS)           per-env scratch of one step: velocities per solver iteration, impulse
+                         sums, contact records, accumulated impulses per iteration
+  cnt  (B, nb)  int32    active contacts per body (mass splitting)
+
+Every differentiated kernel follows DESIGN.md section 1: top-level loops only, each value of a
+step written once to its own slot, accumulations by atomic adds into zeroed global slots, and
+no local value carried from one loop iteration to the next.
+"""
+
+
+import taichi as ti
+
+PLANE, SPHERE, CAPSULE, BOX = 0, 1, 2, 3
+NCFG = 8  # option slots at the start of cfg
+CW = 10  # floats per contact record: active, gap, n (3), point (3), vn_pre, target
+TINY = 1e-12
+PI = 3.141592653589793
+
+arr = ti.types.ndarray
+
+
+# ------------------------------------------------------------------------------------------
+# layout helpers
+# ------------------------------------------------------------------------------------------
+@ti.func
+def _o_dP(nb, nit):
+    return (nit + 1) * nb * 6
+
+
+@ti.func
+def _o_W(nb, nit):
+    return _o_dP(nb, nit) + nit * nb * 6
+
+
+@ti.func
+def _o_C(nb, nit):
+    return _o_W(nb, nit) + nb * 6
+
+
+@ti.func
+def _o_L(nb, nit, P, K):
+    return _o_C(nb, nit) + P * K * CW
+
+
+@ti.func
+def _o_D(nb, nit, P, K):
+    return _o_L(nb, nit, P, K) + (nit + 1) * P * K * 4
+
+
+@ti.func
+def _o_slots(top: ti.template()):
+    """Offset in top of the contact-slot table: (pair, k) per slot."""
+    return 4 + 2 * top[0] + 3 * top[2] + 2 * top[1]
+
+
+@ti.func
+def _v6(S: ti.template(), b, o):
+    return ti.Vector([S[b, o + c] for c in ti.static(range(6))])
+
+
+@ti.func
+def _x13(X: ti.template(), t, b, i):
+    x = ti.Vector([X[t, b, i, c] for c in ti.static(range(3))])
+    q = ti.Vector([X[t, b, i, 3 + c] for c in ti.static(range(4))])
+    v = ti.Vector([X[t, b, i, 7 + c] for c in ti.static(range(3))])
+    w = ti.Vector([X[t, b, i, 10 + c] for c in ti.static(range(3))])
+    return x, q, v, w
+
+
+@ti.func
+def _rot(q):
+    w, x, y, z = q[0], q[1], q[2], q[3]
+    return ti.Matrix([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+DW = 22  # per-body step data in scratch: inverse mass, world inverse inertia (9), R (9), COM (3)
+
+
+@ti.func
+def _body_raw(prm: ti.template(), top: ti.template(), X: ti.template(), t, b, i):
+    """(x, R, v, w, inverse mass, world inverse inertia, com, body inertia) of body i at step t."""
+    nb = top[1]
+    x, q, v, w = _x13(X, t, b, i)
+    R = _rot(q)
+    m = prm[i]
+    o = nb + 9 * i
+    Ib = ti.Matrix([[prm[o + 3 * r + c] for c in ti.static(range(3))] for r in ti.static(range(3))])
+    Iw_inv = R @ Ib.inverse() @ R.transpose()
+    oc = nb * 10 + 3 * i
+    com = ti.Vector([prm[oc + c] for c in ti.static(range(3))])
+    return x, R, v, w, 1.0 / m, Iw_inv, com, Ib
+
+
+@ti.func
+def _body(S: ti.template(), top: ti.template(), b, i, nit):
+    """(inverse mass, world inverse inertia, R, COM) of body i, as stored by the init stage."""
+    o = _o_D(top[1], nit, top[2], top[3]) + DW * i
+    im = S[b, o]
+    Iwi = ti.Matrix([[S[b, o + 1 + 3 * r + c] for c in ti.static(range(3))] for r in ti.static(range(3))])
+    R = ti.Matrix([[S[b, o + 10 + 3 * r + c] for c in ti.static(range(3))] for r in ti.static(range(3))])
+    x = ti.Vector([S[b, o + 19 + c] for c in ti.static(range(3))])
+    return im, Iwi, R, x
+
+
+@ti.func
+def _geom_pose(prm: ti.template(), cfg: ti.template(), top: ti.template(), X: ti.template(), t, b, g):
+    """World pose (R, p), size (3,), body index (-1: static) and type of geom g at step t."""
+    ng, nb = top[0], top[1]
+    gtype, body = top[4 + 2 * g], top[5 + 2 * g]
+    o = NCFG + 12 * g
+    pg = ti.Vector([cfg[o + c] for c in ti.static(range(3))])
+    Rg = ti.Matrix([[cfg[o + 3 + 3 * r + c] for c in ti.static(range(3))] for r in ti.static(range(3))])
+    os = nb * 13 + 3 * g
+    size = ti.Vector([prm[os + c] for c in ti.static(range(3))])
+    R = Rg
+    p = pg
+    if body >= 0:
+        x, q, v, w = _x13(X, t, b, body)
+        Rb = _rot(q)
+        oc = nb * 10 + 3 * body
+        com = ti.Vector([prm[oc + c] for c in ti.static(range(3))])
+        R = Rb @ Rg
+        p = x + Rb @ (pg - com)
+    return R, p, size, body, gtype
+
+
+# ------------------------------------------------------------------------------------------
+# narrow phase: (gap, n, point) of contact k of a pair; n points from geom a towards geom b
+# (the direction b is pushed), gap > 0 when separated
+# ------------------------------------------------------------------------------------------
+@ti.func
+def _sphere_sphere(ca, ra, cb, rb):
+    d = cb - ca
+    dist = ti.sqrt(d.dot(d) + TINY * TINY)
+    n = d / dist
+    gap = dist - ra - rb
+    return gap, n, ca + n * (ra + 0.5 * gap)
+
+
+@ti.func
+def _point_box(c, r, cb, Rb, h):
+    """A sphere (c, r) against box (cb, Rb, half extents h): n points from the sphere to the box."""
+    loc = Rb.transpose() @ (c - cb)
+    cl = ti.Vector([ti.min(ti.max(loc[k], -h[k]), h[k]) for k in ti.static(range(3))])
+    inside = (ti.abs(loc[0]) < h[0]) and (ti.abs(loc[1]) < h[1]) and (ti.abs(loc[2]) < h[2])
+    gap = 0.0
+    n = ti.Vector([0.0, 0.0, 0.0])
+    point = cb + Rb @ cl
+    if inside:
+        # deepest face: the axis with the least depth; n points into the box (away from it)
+        dx, dy, dz = h[0] - ti.abs(loc[0]), h[1] - ti.abs(loc[1]), h[2] - ti.abs(loc[2])
+        nl = ti.Vector([0.0, 0.0, 0.0])
+        depth = dx
+        if dx <= dy and dx <= dz:
+            nl[0] = -1.0 if loc[0] >= 0 else 1.0
+        elif dy <= dz:
+            nl[1] = -1.0 if loc[1] >= 0 else 1.0
+            depth = dy
+        else:
+            nl[2] = -1.0 if loc[2] >= 0 else 1.0
+            depth = dz
+        n = Rb @ nl
+        gap = -depth - r
+        point = c
+    else:
+        d = point - c
+        dist = ti.sqrt(d.dot(d) + TINY * TINY)
+        n = d / dist
+        gap = dist - r
+        point = c + n * (r + 0.5 * gap)
+    return gap, n, point
+
+
+@ti.func
+def _segments(p1, q1, p2, q2):
+    """Closest points of segments [p1, q1] and [p2, q2] (clamped parameters)."""
+    d1 = q1 - p1
+    d2 = q2 - p2
+    r = p1 - p2
+    a = d1.dot(d1)
+    e = d2.dot(d2)
+    f = d2.dot(r)
+    c = d1.dot(r)
+    bb = d1.dot(d2)
+    den = a * e - bb * bb
+    s = 0.0
+    if den > 1e-12 * a * e:
+        s = ti.min(ti.max((bb * f - c * e) / den, 0.0), 1.0)
+    tt = (bb * s + f) / e
+    if tt < 0.0:
+        tt = 0.0
+        s = ti.min(ti.max(-c / a, 0.0), 1.0)
+    elif tt > 1.0:
+        tt = 1.0
+        s = ti.min(ti.max((bb - c) / a, 0.0), 1.0)
+    return p1 + d1 * s, p2 + d2 * tt
+
+
+@ti.func
+def _narrow(ta, Ra, pa, sa, tb, Rb, pb, sb, k):
+    """Contact k of the pair (ta <= tb). Returns (valid, gap, n, point)."""
+    valid = 1
+    gap = 1e30
+    n = ti.Vector([0.0, 0.0, 1.0])
+    point = pb
+    if ta == PLANE:
+        nrm = ti.Vector([Ra[0, 2], Ra[1, 2], Ra[2, 2]])
+        c = pb
+        r = 0.0
+        if tb == SPHERE:
+            r = sb[0]
+        elif tb == CAPSULE:
+            ax = ti.Vector([Rb[0, 2], Rb[1, 2], Rb[2, 2]])
+            c = pb + ax * (sb[1] if k == 0 else -sb[1])
+            r = sb[0]
+        elif tb == BOX:
+            sx = 1.0 if (k & 1) else -1.0
+            sy = 1.0 if (k & 2) else -1.0
+            sz = 1.0 if (k & 4) else -1.0
+            c = pb + Rb @ ti.Vector([sx * sb[0], sy * sb[1], sz * sb[2]])
+        else:
+            valid = 0
+        gap = (c - pa).dot(nrm) - r
+        n = nrm
+        point = c - nrm * (r + 0.5 * gap)
+    elif ta == SPHERE:
+        if tb == SPHERE:
+            gap, n, point = _sphere_sphere(pa, sa[0], pb, sb[0])
+        elif tb == CAPSULE:
+            ax = ti.Vector([Rb[0, 2], Rb[1, 2], Rb[2, 2]])
+            s = ti.min(ti.max((pa - pb).dot(ax), -sb[1]), sb[1])
+            gap, n, point = _sphere_sphere(pa, sa[0], pb + ax * s, sb[0])
+        else:  # box
+            gap, n, point = _point_box(pa, sa[0], pb, Rb, sb)
+    elif ta == CAPSULE:
+        axa = ti.Vector([Ra[0, 2], Ra[1, 2], Ra[2, 2]])
+        if tb == CAPSULE:
+            axb = ti.Vector([Rb[0, 2], Rb[1, 2], Rb[2, 2]])
+            ca, cb = _segments(pa - axa * sa[1], pa + axa * sa[1], pb - axb * sb[1], pb + axb * sb[1])
+            gap, n, point = _sphere_sphere(ca, sa[0], cb, sb[0])
+        else:  # box: the two end spheres and the segment point nearest the box centre
+            s = sa[1] if k == 0 else -sa[1]
+            if k == 2:
+                s = ti.min(ti.max((pb - pa).dot(axa), -sa[1]), sa[1])
+            gap, n, point = _point_box(pa + axa * s, sa[0], pb, Rb, sb)
+    else:  # box - box: corners of a against b (k < 8), corners of b against a (k >= 8)
+        kk = k & 7
+        sx = 1.0 if (kk & 1) else -1.0
+        sy = 1.0 if (kk & 2) else -1.0
+        sz = 1.0 if (kk & 4) else -1.0
+        if k < 8:
+            c = pa + Ra @ ti.Vector([sx * sa[0], sy * sa[1], sz * sa[2]])
+            gap, n, point = _point_box(c, 0.0, pb, Rb, sb)
+        else:
+            c = pb + Rb @ ti.Vector([sx * sb[0], sy * sb[1], sz * sb[2]])
+            gap, n, point = _point_box(c, 0.0, pa, Ra, sa)
+            n = -n
+    return valid, gap, n, point
+
+
+# ------------------------------------------------------------------------------------------
+# pipeline stages (one env b; called from the per-step kernels and the fused rollout)
+# ------------------------------------------------------------------------------------------
+@ti.func
+def _stage_init(X: ti.template(), U: ti.template(), prm: ti.template(), top: ti.template(), S: ti.template(),
+                cnt: ti.template(), t, b, i, dt, nit):
+    """Free motion (gravity, applied wrench, gyroscopic term) into V[0]; zero the sums."""
+    nb, ng = top[1], top[0]
+    x, R, v, w, im, Iwi, com, Ib = _body_raw(prm, top, X, t, b, i)
+    od = _o_D(nb, nit, top[2], top[3]) + DW * i
+    S[b, od] = im
+    for r, c in ti.static(ti.ndrange(3, 3)):
+        S[b, od + 1 + 3 * r + c] = Iwi[r, c]
+        S[b, od + 10 + 3 * r + c] = R[r, c]
+    for c in ti.static(range(3)):
+        S[b, od + 19 + c] = x[c]
+    og = nb * 13 + ng * 5
+    g = ti.Vector([prm[og + c] for c in ti.static(range(3))])
+    f = ti.Vector([U[t, b, i, c] for c in ti.static(range(3))])
+    tau = ti.Vector([U[t, b, i, 3 + c] for c in ti.static(range(3))])
+    Iw = R @ Ib @ R.transpose()
+    v1 = v + dt * (g + f * im)
+    w1 = w + dt * (Iwi @ (tau - w.cross(Iw @ w)))
+    for c in ti.static(range(3)):
+        S[b, 6 * i + c] = v1[c]
+        S[b, 6 * i + 3 + c] = w1[c]
+    for c in ti.static(range(6)):
+        S[b, _o_W(nb, nit) + 6 * i + c] = 0.0
+    cnt[b, i] = 0
+
+
+@ti.func
+def _point_vel(S: ti.template(), b, o, body, r):
+    """Velocity of the point at offset r from body's COM, from the 6-vector at S[b, o + 6 body]."""
+    vel = ti.Vector([0.0, 0.0, 0.0])
+    if body >= 0:
+        vw = _v6(S, b, o + 6 * body)
+        vel = ti.Vector([vw[0], vw[1], vw[2]]) + ti.Vector([vw[3], vw[4], vw[5]]).cross(r)
+    return vel
+
+
+@ti.func
+def _inv_mass_dir(S: ti.template(), top: ti.template(), b, body, r, d, split, nit):
+    out = 0.0
+    if body >= 0:
+        im, Iwi, R, x = _body(S, top, b, body, nit)
+        rd = r.cross(d)
+        out = split * (im + rd.dot(Iwi @ rd))
+    return out
+
+
+@ti.func
+def _add_impulse(S: ti.template(), b, o, body, r, J, sign):
+    if body >= 0:
+        a = r.cross(J)
+        for c in ti.static(range(3)):
+            ti.atomic_add(S[b, o + 6 * body + c], sign * J[c])
+            ti.atomic_add(S[b, o + 6 * body + 3 + c], sign * a[c])
+
+
+@ti.func
+def _coef(prm: ti.template(), top: ti.template(), ga, gb):
+    """Pair friction (geometric mean) and restitution (the larger) of the two geoms' values."""
+    nb, ng = top[1], top[0]
+    of = nb * 13 + ng * 3
+    return ti.sqrt(prm[of + ga] * prm[of + gb] + TINY * TINY), ti.max(prm[of + ng + ga], prm[of + ng + gb])
+
+
+@ti.func
+def _com_of(X: ti.template(), t, b, body):
+    x = ti.Vector([0.0, 0.0, 0.0])
+    if body >= 0:
+        x = ti.Vector([X[t, b, body, c] for c in ti.static(range(3))])
+    return x
+
+
+@ti.func
+def _stage_detect(X: ti.template(), prm: ti.template(), cfg: ti.template(), top: ti.template(), S: ti.template(),
+                  cnt: ti.template(), t, b, cs, dt, mode: ti.template(), nit, toi: ti.template()):
+    """Narrow phase of contact slot cs (pair p, contact k): its record (impulse mode) or its
+    penalty impulse (smooth)."""
+    ng, nb, P, K = top[0], top[1], top[2], top[3]
+    ocs = _o_slots(top) + 2 * cs
+    p, k = top[ocs], top[ocs + 1]
+    op = 4 + 2 * ng + 3 * p
+    ga, gb = top[op], top[op + 1]
+    Ra, pa, sa, ba, ta = _geom_pose(prm, cfg, top, X, t, b, ga)
+    Rb, pb, sb, bb, tb = _geom_pose(prm, cfg, top, X, t, b, gb)
+    xa = _com_of(X, t, b, ba)
+    xb = _com_of(X, t, b, bb)
+    mu, e = _coef(prm, top, ga, gb)
+    timeconst, soft, feps = cfg[0], cfg[1], cfg[2]
+    beta, slop, bounce = cfg[3], cfg[4], cfg[5]
+    if True:
+        valid, gap, n, point = _narrow(ta, Ra, pa, sa, tb, Rb, pb, sb, k)
+        ra = point - xa
+        rb = point - xb
+        oc = _o_C(nb, nit) + (p * K + k) * CW
+        if ti.static(mode == 0):  # impulse: record the contact if it closes within the step
+            vrel = _point_vel(S, b, 0, bb, rb) - _point_vel(S, b, 0, ba, ra)
+            vn = vrel.dot(n)
+            active = 0.0
+            target = 0.0
+            if valid == 1 and gap < ti.max(-vn * dt, 0.0) + slop:
+                active = 1.0
+                if ba >= 0:
+                    ti.atomic_add(cnt[b, ba], 1)
+                if bb >= 0:
+                    ti.atomic_add(cnt[b, bb], 1)
+                # restitution fades in over approach speeds bounce .. 2 bounce (no micro-bounces)
+                ramp = ti.min(ti.max(-vn / bounce - 1.0, 0.0), 1.0)
+                target = -e * ramp * ti.min(vn, 0.0)
+                if ti.static(not toi):
+                    if gap > 0.0:
+                        target = -gap / dt
+                if gap < -slop:
+                    target += beta * (-gap - slop) / dt
+            S[b, oc] = active
+            S[b, oc + 1] = gap
+            for c in ti.static(range(3)):
+                S[b, oc + 2 + c] = n[c]
+                S[b, oc + 5 + c] = point[c]
+            S[b, oc + 8] = vn
+            S[b, oc + 9] = target
+            ol = _o_L(nb, nit, P, K) + (p * K + k) * 4  # accumulated impulses start at zero
+            for c in ti.static(range(4)):
+                S[b, ol + c] = 0.0
+        else:  # smooth: spring-damper along n, regularised Coulomb friction
+            S[b, oc] = 1.0 if (valid == 1 and gap < 0.0) else 0.0  # for the mode-switch count
+            d = -gap / soft
+            if valid == 1 and d > -30.0:
+                phi = soft * (ti.max(d, 0.0) + ti.log(1.0 + ti.exp(-ti.abs(d))))
+                gate = 1.0 / (1.0 + ti.exp(-d))
+                inv = _inv_mass_dir(S, top, b, ba, ra, n, 1.0, nit) + _inv_mass_dir(S, top, b, bb, rb, n, 1.0, nit)
+                meff = 1.0 / inv
+                wn = 2.0 * PI / timeconst
+                le = ti.log(ti.max(e, 1e-6))
+                zeta = -le / ti.sqrt(PI * PI + le * le)
+                vrel = _point_vel(S, b, 0, bb, rb) - _point_vel(S, b, 0, ba, ra)
+                vn = vrel.dot(n)
+                fn = ti.max(meff * wn * wn * phi - 2.0 * zeta * meff * wn * vn * gate, 0.0)
+                vt = vrel - vn * n
+                ft = -mu * fn * vt / ti.sqrt(vt.dot(vt) + feps * feps)
+                J = dt * (fn * n + ft)
+                odp = _o_dP(nb, nit)
+                _add_impulse(S, b, odp, bb, rb, J, 1.0)
+                _add_impulse(S, b, odp, ba, ra, J, -1.0)
+
+
+@ti.func
+def _stage_solve(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti.template(), cnt: ti.template(),
+                 t, b, cs, it, nit):
+    """One Jacobi iteration over the contacts of pair p (impulse mode), with mass splitting:
+    each contact sees its bodies' masses divided by their number of active contacts."""
+    ng, nb, P, K = top[0], top[1], top[2], top[3]
+    ocs = _o_slots(top) + 2 * cs
+    p, k = top[ocs], top[ocs + 1]
+    op = 4 + 2 * ng + 3 * p
+    ga, gb = top[op], top[op + 1]
+    ba, bb = top[5 + 2 * ga], top[5 + 2 * gb]
+    mu, e = _coef(prm, top, ga, gb)
+    xa = _com_of(X, t, b, ba)
+    xb = _com_of(X, t, b, bb)
+    oV = it * nb * 6
+    if True:
+        oc = _o_C(nb, nit) + (p * K + k) * CW
+        ol = _o_L(nb, nit, P, K) + ((it * P + p) * K + k) * 4
+        ol1 = ol + P * K * 4
+        if S[b, oc] > 0.5:
+            n = ti.Vector([S[b, oc + 2 + c] for c in ti.static(range(3))])
+            point = ti.Vector([S[b, oc + 5 + c] for c in ti.static(range(3))])
+            ra = point - xa
+            rb = point - xb
+            sa = 1.0
+            sbb = 1.0
+            if ba >= 0:
+                sa = ti.cast(ti.max(cnt[b, ba], 1), float)
+            if bb >= 0:
+                sbb = ti.cast(ti.max(cnt[b, bb], 1), float)
+            vrel = _point_vel(S, b, oV, bb, rb) - _point_vel(S, b, oV, ba, ra)
+            vn = vrel.dot(n)
+            vt = vrel - vn * n
+            inv_n = _inv_mass_dir(S, top, b, ba, ra, n, sa, nit) + _inv_mass_dir(S, top, b, bb, rb, n, sbb, nit)
+            ln0 = S[b, ol]
+            lt0 = ti.Vector([S[b, ol + 1 + c] for c in ti.static(range(3))])
+            ln1 = ti.max(ln0 + (S[b, oc + 9] - vn) / inv_n, 0.0)
+            tn = ti.sqrt(vt.dot(vt) + TINY * TINY)
+            that = vt / tn
+            inv_t = _inv_mass_dir(S, top, b, ba, ra, that, sa, nit) + _inv_mass_dir(S, top, b, bb, rb, that, sbb, nit)
+            lt1 = lt0 - vt / inv_t
+            ltn = ti.sqrt(lt1.dot(lt1) + TINY * TINY)
+            cap = mu * ln1
+            if ltn > cap:
+                lt1 = lt1 * (cap / ltn)
+            S[b, ol1] = ln1
+            for c in ti.static(range(3)):
+                S[b, ol1 + 1 + c] = lt1[c]
+            J = (ln1 - ln0) * n + (lt1 - lt0)
+            odp = _o_dP(nb, nit) + it * nb * 6
+            _add_impulse(S, b, odp, bb, rb, J, 1.0)
+            _add_impulse(S, b, odp, ba, ra, J, -1.0)
+        else:
+            for c in ti.static(range(4)):
+                S[b, ol1 + c] = 0.0
+
+
+@ti.func
+def _stage_apply(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti.template(), t, b, i, it, nit):
+    """V[it + 1] = V[it] + M^-1 dP[it] for body i."""
+    nb = top[1]
+    im, Iwi, R, x = _body(S, top, b, i, nit)
+    o = (it * nb + i) * 6
+    od = _o_dP(nb, nit) + o
+    dl = ti.Vector([S[b, od + c] for c in ti.static(range(3))])
+    da = ti.Vector([S[b, od + 3 + c] for c in ti.static(range(3))])
+    dw = Iwi @ da
+    for c in ti.static(range(3)):
+        S[b, o + nb * 6 + c] = S[b, o + c] + im * dl[c]
+        S[b, o + nb * 6 + 3 + c] = S[b, o + 3 + c] + dw[c]
+
+
+@ti.func
+def _stage_toi(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti.template(), t, b, cs, dt, nit):
+    """Time-of-impact weights: a contact that closes at time toi inside the step moved its
+    bodies with the pre-impact velocity until toi; sum toi * J per body into W."""
+    ng, nb, P, K = top[0], top[1], top[2], top[3]
+    ocs = _o_slots(top) + 2 * cs
+    p, k = top[ocs], top[ocs + 1]
+    op = 4 + 2 * ng + 3 * p
+    ga, gb = top[op], top[op + 1]
+    ba, bb = top[5 + 2 * ga], top[5 + 2 * gb]
+    xa = _com_of(X, t, b, ba)
+    xb = _com_of(X, t, b, bb)
+    if True:
+        oc = _o_C(nb, nit) + (p * K + k) * CW
+        gap = S[b, oc + 1]
+        if S[b, oc] > 0.5 and gap > 0.0:
+            vn = S[b, oc + 8]
+            toi = ti.min(gap / ti.max(-vn, TINY), dt)
+            ol = _o_L(nb, nit, P, K) + ((nit * P + p) * K + k) * 4
+            n = ti.Vector([S[b, oc + 2 + c] for c in ti.static(range(3))])
+            point = ti.Vector([S[b, oc + 5 + c] for c in ti.static(range(3))])
+            J = S[b, ol] * n + ti.Vector([S[b, ol + 1 + c] for c in ti.static(range(3))])
+            ow = _o_W(nb, nit)
+            _add_impulse(S, b, ow, bb, point - xb, toi * J, 1.0)
+            _add_impulse(S, b, ow, ba, point - xa, toi * J, -1.0)
+
+
+@ti.func
+def _stage_final(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti.template(), t, b, i, dt, nit):
+    """Positions from the final velocities (minus the time-of-impact corrections) into X[t+1]."""
+    nb = top[1]
+    im, Iwi, R, x = _body(S, top, b, i, nit)
+    q = ti.Vector([X[t, b, i, 3 + c] for c in ti.static(range(4))])
+    o = (nit * nb + i) * 6
+    vf = ti.Vector([S[b, o + c] for c in ti.static(range(3))])
+    wf = ti.Vector([S[b, o + 3 + c] for c in ti.static(range(3))])
+    ow = _o_W(nb, nit) + 6 * i
+    Wl = ti.Vector([S[b, ow + c] for c in ti.static(range(3))])
+    Wa = ti.Vector([S[b, ow + 3 + c] for c in ti.static(range(3))])
+    x1 = x + dt * vf - im * Wl
+    th = dt * wf - Iwi @ Wa
+    dq = 0.5 * ti.Vector([
+        -th[0] * q[1] - th[1] * q[2] - th[2] * q[3],
+        th[0] * q[0] + th[1] * q[3] - th[2] * q[2],
+        -th[0] * q[3] + th[1] * q[0] + th[2] * q[1],
+        th[0] * q[2] - th[1] * q[1] + th[2] * q[0],
+    ])
+    q1 = q + dq
+    q1 = q1 / ti.sqrt(q1.dot(q1))
+    for c in ti.static(range(3)):
+        X[t + 1, b, i, c] = x1[c]
+        X[t + 1, b, i, 7 + c] = vf[c]
+        X[t + 1, b, i, 10 + c] = wf[c]
+    for c in ti.static(range(4)):
+        X[t + 1, b, i, 3 + c] = q1[c]
+
+
+# ------------------------------------------------------------------------------------------
+# kernels
+# ------------------------------------------------------------------------------------------
+@ti.kernel
+def pre_kernel(X: arr(ndim=4), U: arr(ndim=4), prm: arr(ndim=1), cfg: arr(ndim=1), top: arr(ndim=1),
+               S: arr(ndim=2), cnt: arr(ndim=2), t: ti.i32, nslot: ti.i32, dt: float, nit: ti.i32,
+               mode: ti.template(), toi: ti.template()):
+    """Step t, first part: free motion and narrow phase. Differentiable (with iter_kernel and
+    post_kernel: one step is pre, nit x iter, post; each a few top-level loops)."""
+    for b, i in ti.ndrange(X.shape[1], X.shape[2]):
+        _stage_init(X, U, prm, top, S, cnt, t, b, i, dt, nit)
+    for b, j in ti.ndrange(X.shape[1], nit * X.shape[2] * 6):
+        S[b, _o_dP(X.shape[2], nit) + j] = 0.0
+    for b, cs in ti.ndrange(X.shape[1], nslot):
+        _stage_detect(X, prm, cfg, top, S, cnt, t, b, cs, dt, mode, nit, toi)
+
+
+@ti.kernel
+def iter_kernel(X: arr(ndim=4), prm: arr(ndim=1), top: arr(ndim=1), S: arr(ndim=2), cnt: arr(ndim=2), t: ti.i32,
+                nslot: ti.i32, it: ti.i32, nit: ti.i32, mode: ti.template()):
+    """Step t: solver iteration ``it`` (impulse mode) and the velocity update V[it + 1]."""
+    if ti.static(mode == 0):
+        for b, cs in ti.ndrange(X.shape[1], nslot):
+            _stage_solve(X, prm, top, S, cnt, t, b, cs, it, nit)
+    for b, i in ti.ndrange(X.shape[1], X.shape[2]):
+        _stage_apply(X, prm, top, S, t, b, i, it, nit)
+
+
+@ti.kernel
+def post_kernel(X: arr(ndim=4), prm: arr(ndim=1), top: arr(ndim=1), S: arr(ndim=2), t: ti.i32, nslot: ti.i32,
+                dt: float, nit: ti.i32, mode: ti.template(), toi: ti.template()):
+    """Step t, last part: time-of-impact weights and the new positions into X[t + 1]."""
+    if ti.static(mode == 0 and toi):
+        for b, cs in ti.ndrange(X.shape[1], nslot):
+            _stage_toi(X, prm, top, S, t, b, cs, dt, nit)
+    for b, i in ti.ndrange(X.shape[1], X.shape[2]):
+        _stage_final(X, prm, top, S, t, b, i, dt, nit)
+
+
+@ti.kernel
+def rollout_kernel(X: arr(ndim=4), U: arr(ndim=4), prm: arr(ndim=1), cfg: arr(ndim=1), top: arr(ndim=1),
+                   S: arr(ndim=2), cnt: arr(ndim=2), nslot: ti.i32, dt: float, mode: ti.template(), nit: ti.i32,
+                   toi: ti.template(), serial: ti.template()):
+    """The whole rollout in one launch: parallel over envs, time and stages serial inside."""
+    ti.loop_config(serialize=serial)
+    for b in range(X.shape[1]):
+        nb = top[1]
+        ns = nslot
+        for t in range(X.shape[0] - 1):
+            for i in range(nb):
+                _stage_init(X, U, prm, top, S, cnt, t, b, i, dt, nit)
+            for j in range(nit * nb * 6):
+                S[b, _o_dP(nb, nit) + j] = 0.0
+            for cs in range(ns):
+                _stage_detect(X, prm, cfg, top, S, cnt, t, b, cs, dt, mode, nit, toi)
+            for it in range(nit):
+                if ti.static(mode == 0):
+                    for cs in range(ns):
+                        _stage_solve(X, prm, top, S, cnt, t, b, cs, it, nit)
+                for i in range(nb):
+                    _stage_apply(X, prm, top, S, t, b, i, it, nit)
+            if ti.static(mode == 0 and toi):
+                for cs in range(ns):
+                    _stage_toi(X, prm, top, S, t, b, cs, dt, nit)
+            for i in range(nb):
+                _stage_final(X, prm, top, S, t, b, i, dt, nit)
+
+
+@ti.kernel
+def pack_kernel(q0: arr(ndim=2), qd0: arr(ndim=2), prm: arr(ndim=1), top: arr(ndim=1), X: arr(ndim=4)):
+    """Model coordinates (body origin, body-frame velocities) -> internal state X[0]."""
+    for b, i in ti.ndrange(X.shape[1], X.shape[2]):
+        ng, nb, P = top[0], top[1], top[2]
+        oa = 4 + 2 * ng + 3 * P + 2 * i
+        qa, va = top[oa], top[oa + 1]
+        p = ti.Vector([q0[b, qa + c] for c in ti.static(range(3))])
+        q = ti.Vector([q0[b, qa + 3 + c] for c in ti.static(range(4))])
+        q = q / ti.sqrt(q.dot(q))
+        vb = ti.Vector([qd0[b, va + c] for c in ti.static(range(3))])
+        wb = ti.Vector([qd0[b, va + 3 + c] for c in ti.static(range(3))])
+        R = _rot(q)
+        oc = nb * 10 + 3 * i
+        com = ti.Vector([prm[oc + c] for c in ti.static(range(3))])
+        x = p + R @ com
+        v = R @ (vb + wb.cross(com))
+        w = R @ wb
+        for c in ti.static(range(3)):
+            X[0, b, i, c] = x[c]
+            X[0, b, i, 7 + c] = v[c]
+            X[0, b, i, 10 + c] = w[c]
+        for c in ti.static(range(4)):
+            X[0, b, i, 3 + c] = q[c]
+
+
+@ti.kernel
+def unpack_kernel(X: arr(ndim=4), prm: arr(ndim=1), top: arr(ndim=1), Q: arr(ndim=3), QD: arr(ndim=3)):
+    """Internal states -> model coordinates q (B, T+1, nq), qd (B, T+1, nv)."""
+    for t, b, i in ti.ndrange(X.shape[0], X.shape[1], X.shape[2]):
+        ng, nb, P = top[0], top[1], top[2]
+        oa = 4 + 2 * ng + 3 * P + 2 * i
+        qa, va = top[oa], top[oa + 1]
+        x, q, v, w = _x13(X, t, b, i)
+        R = _rot(q)
+        oc = nb * 10 + 3 * i
+        com = ti.Vector([prm[oc + c] for c in ti.static(range(3))])
+        p = x - R @ com
+        wb = R.transpose() @ w
+        vb = R.transpose() @ v - wb.cross(com)
+        for c in ti.static(range(3)):
+            Q[b, t, qa + c] = p[c]
+            QD[b, t, va + c] = vb[c]
+            QD[b, t, va + 3 + c] = wb[c]
+        for c in ti.static(range(4)):
+            Q[b, t, qa + 3 + c] = q[c]
+
+
+@ti.kernel
+def switches_kernel(S: arr(ndim=2), top: arr(ndim=1), prev: arr(ndim=2), out: arr(ndim=1), nslot: ti.i32,
+                    nit: ti.i32):
+    """Counts per env the contacts whose active flag changed since the previous step."""
+    for b, cs in ti.ndrange(S.shape[0], nslot):
+        nb, K = top[1], top[3]
+        ocs = _o_slots(top) + 2 * cs
+        p, k = top[ocs], top[ocs + 1]
+        a = 1 if S[b, _o_C(nb, nit) + (p * K + k) * CW] > 0.5 else 0
+        if a != prev[b, cs]:
+            ti.atomic_add(out[b], 1)
+        prev[b, cs] = a
+
+
+@ti.kernel
+def adjoint_norm_kernel(X: arr(ndim=4), G: arr(ndim=2), t: ti.i32):
+    """G[t, b] = |adjoint of state t of env b| (X here is X.grad)."""
+    for b in range(X.shape[1]):
+        acc = 0.0
+        for i, c in ti.ndrange(X.shape[2], 13):
+            acc += X[t, b, i, c] ** 2
+        G[t, b] = ti.sqrt(acc)

@@ -1,0 +1,229 @@
+"""Contact: analytic cases (bounce, elastic collision, sliding to rest, resting), gradients
+against central finite differences where no contact mode switches inside the FD window, the
+time-of-impact correction against the naive discrete gradient, stability, and bad input."""
+
+import numpy as np
+import pytest
+
+import simad
+from simad.contact import Contact, contact_rollout, contact_value_and_grad, contact_vjp
+
+G = 9.81
+
+
+def ball_scene(radius=0.1, e=0.8, mu=0.5, floor=True, gravity=(0, 0, -G), balls=1, floor_e=0.0, floor_mu=None):
+    b = simad.ModelBuilder("balls")
+    if floor:
+        b.add_geom(0, "plane", friction=mu if floor_mu is None else floor_mu, restitution=floor_e, name="floor")
+    for k in range(balls):
+        name = f"ball{k}"
+        b.add_body(name, 0, mass=1.0, inertia=np.eye(3) * 0.4 * radius**2)
+        b.add_joint(name, name + "_free", type="free")
+        b.add_geom(name, "sphere", size=(radius,), friction=mu, restitution=e, name=name + "_g")
+    return b.finalize().replace(gravity=np.array(gravity, float))
+
+
+def box_scene(mu=0.4, half=(0.1, 0.1, 0.1)):
+    b = simad.ModelBuilder("box")
+    b.add_geom(0, "plane", friction=mu, restitution=0.0, name="floor")
+    hx, hy, hz = half
+    m = 2.0
+    b.add_body("box", 0, mass=m, inertia=np.diag([m * (hy**2 + hz**2) / 3, m * (hx**2 + hz**2) / 3, m * (hx**2 + hy**2) / 3]))
+    b.add_joint("box", "box_free", type="free")
+    b.add_geom("box", "box", size=half, friction=mu, restitution=0.0, name="box_g")
+    return b.finalize()
+
+
+def pose(x, y, z):
+    return np.array([x, y, z, 1.0, 0, 0, 0])
+
+
+@pytest.mark.parametrize("mode,tol", [("impulse", 0.01), ("smooth", 0.05)])
+def test_a_dropped_ball_bounces_to_e_squared_h(mode, tol):
+    e, h, r = 0.8, 1.0, 0.1
+    m = ball_scene(radius=r, e=e)
+    tr = contact_rollout(m, pose(0, 0, h + r), None, 1e-3, steps=2000, contact=Contact(mode=mode))
+    z = tr.q[0, :, 2] - r
+    first_up = int(np.argmax(np.diff(z) > 0))
+    apex = z[first_up:first_up + 900].max()
+    assert apex == pytest.approx(e**2 * h, rel=tol)
+    assert z.min() > -2e-3  # no tunnelling, shallow penetration
+
+
+def test_elastic_two_ball_collision_conserves_momentum_and_energy():
+    m = ball_scene(e=1.0, floor=False, gravity=(0, 0, 0), balls=2, mu=0.0)
+    m = m.replace(body_mass=np.array([0.0, 1.0, 3.0]))
+    q0 = np.concatenate([pose(0, 0, 0), pose(0.5, 0.05, 0)])
+    qd0 = np.array([1.0, 0, 0, 0, 0, 0, -0.5, 0, 0, 0, 0, 0])
+    tr = contact_rollout(m, q0, qd0, 1e-3, steps=600)
+    masses = np.array([1.0, 3.0])
+    v = tr.qd[0][:, [0, 1, 2]], tr.qd[0][:, [6, 7, 8]]  # body frame == world (no rotation: no friction)
+    p = masses[0] * v[0] + masses[1] * v[1]
+    np.testing.assert_allclose(p[-1], p[0], atol=1e-9)
+    ke = 0.5 * masses[0] * np.sum(v[0] ** 2, 1) + 0.5 * masses[1] * np.sum(v[1] ** 2, 1)
+    assert not np.allclose(v[0][-1], v[0][0])  # they did collide
+    assert ke[-1] == pytest.approx(ke[0], rel=1e-6)
+
+
+def test_a_sliding_box_stops_after_v2_over_2_mu_g():
+    mu, v = 0.4, 2.0
+    m = box_scene(mu=mu)
+    tr = contact_rollout(m, pose(0, 0, 0.1), np.array([v, 0, 0, 0, 0, 0]), 1e-3, steps=800)
+    x = tr.q[0, :, 0]
+    assert x[-1] == pytest.approx(v**2 / (2 * mu * G), rel=0.02)
+    assert abs(tr.qd[0, -1, 0]) < 1e-6  # at rest (static friction holds)
+
+
+@pytest.mark.parametrize("scene", ["ball", "box"])
+def test_resting_contact_stays_put_for_10_seconds(scene):
+    m = ball_scene() if scene == "ball" else box_scene()
+    q0 = pose(0, 0, 0.1)
+    tr = contact_rollout(m, q0, None, 2e-3, steps=5000)
+    drift = np.abs(tr.q[0, :, :3] - q0[:3]).max()
+    assert drift < 2e-4, drift  # the stated tolerance: 0.2 mm over 10 s
+    np.testing.assert_allclose(np.abs(tr.q[0, -1, 3]), 1.0, atol=1e-6)  # no spin-up
+
+
+def _fd(f, x, h):
+    return np.array([(f(x + h * e) - f(x - h * e)) / (2 * h) for e in np.eye(x.size)])
+
+
+@pytest.mark.parametrize("mode", ["impulse", "smooth"])
+def test_gradient_through_one_bounce_matches_finite_differences(mode):
+    m = ball_scene(e=0.7, mu=0.3)
+    T, dt = 300, 2e-3
+    opts = Contact(mode=mode)
+    q0, qd0 = pose(0, 0, 0.5), np.array([1.0, 0.2, -1.0, 0.0, 0.0, 0.0])
+    wq = np.zeros((1, T + 1, 7))
+    wq[0, -1, :3] = [1.0, 0.5, 2.0]
+    g = contact_vjp(m, q0, qd0, dt, wq, steps=T, contact=opts)
+
+    def loss(v):
+        return np.sum(wq * contact_rollout(m, q0, v, dt, steps=T, contact=opts).q)
+
+    np.testing.assert_allclose(g.qd0[0, :3], _fd(loss, qd0, 1e-6)[:3], rtol=2e-5, atol=1e-7)
+    assert g.quality.mode_switches[0] >= 2  # touched down, took off
+
+
+def test_gradient_of_stopping_distance_wrt_friction_matches_finite_differences():
+    mu, v = 0.4, 2.0
+    m = box_scene(mu=mu)
+    T, dt = 700, 1e-3
+    wq = np.zeros((1, T + 1, 7))
+    wq[0, -1, 0] = 1.0
+    g = contact_vjp(m, pose(0, 0, 0.1), np.array([v, 0, 0, 0, 0, 0]), dt, wq, steps=T, params=["geom_friction"])
+    analytic = -v**2 / (2 * mu**2 * G)  # d/dmu of v^2 / (2 mu g); pair mu = sqrt(mu_floor mu_box)
+    total = g.params["geom_friction"].sum()  # both geoms move the pair coefficient equally
+    assert total == pytest.approx(analytic, rel=0.03)
+
+    def dist(f):
+        return contact_rollout(m.replace(geom_friction=np.array([f, f])), pose(0, 0, 0.1),
+                               np.array([v, 0, 0, 0, 0, 0]), dt, steps=T).q[0, -1, 0]
+
+    fd = (dist(mu + 1e-6) - dist(mu - 1e-6)) / 2e-6
+    assert total == pytest.approx(fd, rel=1e-4)
+
+
+def test_time_of_impact_gives_the_right_gradient_where_the_naive_one_is_wrong():
+    """A ball flies at a wall-like floor without gravity and bounces elastically: the final
+    height mirrors the start, dz_T / dz_0 = -1. The naive discrete scheme says +1."""
+    m = ball_scene(e=1.0, mu=0.0, gravity=(0, 0, 0))
+    T, dt = 100, 1e-2
+    qd0 = np.array([0, 0, -1.0, 0, 0, 0])
+    wq = np.zeros((1, T + 1, 7))
+    wq[0, -1, 2] = 1.0
+    z0 = 0.5234
+
+    def final(z, toi):
+        return contact_rollout(m, pose(0, 0, z), qd0, dt, steps=T, contact=Contact(toi=toi)).q[0, -1, 2]
+
+    ours = contact_vjp(m, pose(0, 0, z0), qd0, dt, wq, steps=T).q0[0, 2]
+    naive = contact_vjp(m, pose(0, 0, z0), qd0, dt, wq, steps=T, contact=Contact(toi=False)).q0[0, 2]
+    wide = (final(z0 + 0.05, True) - final(z0 - 0.05, True)) / 0.1  # spans several steps' worth of shift
+    assert ours == pytest.approx(-1.0, abs=1e-6)
+    assert wide == pytest.approx(-1.0, abs=1e-6)
+    assert naive == pytest.approx(1.0, abs=1e-6)  # the naive answer has the wrong sign
+    naive_wide = (final(z0 + 0.05, False) - final(z0 - 0.05, False)) / 0.1
+    assert naive_wide == pytest.approx(-1.0, abs=0.25)  # its own trajectory does mirror, roughly
+
+
+def test_value_and_grad_with_a_built_in_cost_and_a_quality_report():
+    m = ball_scene(e=0.7, mu=0.3)
+    T, dt = 200, 2e-3
+    cost = simad.QuadraticCost(terminal_q_weight=np.array([1.0, 1.0, 1.0, 0, 0, 0, 0]),
+                               q_ref=np.array([0.6, 0.1, 0.3, 1, 0, 0, 0]))
+    B = 3
+    qd0 = np.tile([1.0, 0.2, -1.0, 0, 0, 0], (B, 1)) * np.array([[1.0], [1.1], [0.9]])
+    g = contact_value_and_grad(m, pose(0, 0, 0.4), qd0, dt, cost, steps=T, contact=Contact(mode="smooth"), fd_check=True)
+    assert g.loss.shape == (B,) and g.qd0.shape == (B, 6) and g.controls.shape == (B, T, 1, 6)
+    assert np.all(g.quality.fd_rel_error < 1e-5), g.quality.fd_rel_error
+    assert np.all(g.quality.max_growth > 0) and np.all(g.quality.max_growth_step >= 0)
+    # the control gradient of a constant force equals the FD of the loss along it
+    tr = contact_rollout(m, pose(0, 0, 0.4), qd0, dt, steps=T, contact=Contact(mode="smooth"))
+    assert np.isfinite(tr.q).all()
+
+
+def test_many_spheres_in_a_box_settle_without_blowing_up():
+    b = simad.ModelBuilder("pile")
+    b.add_geom(0, "plane", restitution=0.0, name="floor")
+    for k, (ax, sgn) in enumerate([(0, 1), (0, -1), (1, 1), (1, -1)]):
+        rot = np.eye(3)
+        normal = np.zeros(3)
+        normal[ax] = -sgn  # walls facing inwards at +-0.3
+        z = np.array([0, 0, 1.0])
+        x = np.cross(normal, z) if abs(normal @ z) < 0.9 else np.array([1.0, 0, 0])
+        rot = np.stack([x, np.cross(normal, x), normal], 1)
+        pos = np.zeros(3)
+        pos[ax] = 0.3 * sgn
+        b.add_geom(0, "plane", pos=pos, rot=rot, name=f"wall{k}")
+    rng = np.random.default_rng(0)
+    n = 12
+    q0 = []
+    for k in range(n):
+        b.add_body(f"s{k}", 0, mass=0.2, inertia=np.eye(3) * 0.4 * 0.2 * 0.05**2)
+        b.add_joint(f"s{k}", f"f{k}", type="free")
+        b.add_geom(f"s{k}", "sphere", size=(0.05,), restitution=0.2, name=f"g{k}")
+        q0.append(pose(*rng.uniform(-0.2, 0.2, 2), 0.1 + 0.12 * k))
+    m = b.finalize()
+    tr = contact_rollout(m, np.concatenate(q0), None, 2e-3, steps=1500)
+    p = tr.q[0, -1].reshape(n, 7)[:, :3]
+    assert np.all(np.abs(p[:, :2]) < 0.3 - 0.05 + 5e-3)  # inside the walls
+    assert np.all(p[:, 2] > 0.05 - 5e-3)  # above the floor
+    d = np.linalg.norm(p[:, None] - p[None], axis=-1) + np.eye(n)
+    assert d.min() > 0.1 - 5e-3  # no deep overlap between spheres
+    assert np.abs(tr.qd[0, -1]).max() < 0.5  # settling
+
+
+def test_bad_input_is_rejected_with_named_fields():
+    m = ball_scene()
+    with pytest.raises(simad.InputError) as e:
+        contact_rollout(m, np.zeros(6), None, 1e-3, steps=10)
+    assert e.value.field == "q0"
+    with pytest.raises(simad.InputError) as e:
+        contact_rollout(m, pose(0, 0, 1), np.zeros(5), 1e-3, steps=10)
+    assert e.value.field == "qd0"
+    with pytest.raises(simad.InputError) as e:
+        contact_rollout(m, pose(0, 0, 1), None, -1e-3, steps=10)
+    assert e.value.field == "dt"
+    with pytest.raises(simad.InputError) as e:
+        contact_rollout(m, pose(0, 0, 1), None, 1e-3, controls=np.zeros((10, 2, 6)))
+    assert e.value.field == "controls"
+    with pytest.raises(simad.InputError) as e:
+        contact_rollout(m, pose(0, 0, 1), None, 1e-3, steps=10, contact=Contact(mode="magic"))
+    assert e.value.field == "contact.mode"
+    with pytest.raises(simad.InputError) as e:
+        contact_rollout(m, pose(0, 0, 1), None, 1e-2, steps=10, contact=Contact(mode="smooth", timeconst=0.01))
+    assert e.value.field == "contact.timeconst"
+    with pytest.raises(simad.InputError) as e:
+        contact_rollout(m, np.array([0, 0, 1, 0, 0, 0, 0.0]), None, 1e-3, steps=10)
+    assert e.value.field == "q0"
+    with pytest.raises(simad.InputError) as e:
+        contact_rollout(m, np.array([0, 0, np.nan, 1, 0, 0, 0.0]), None, 1e-3, steps=10)
+    assert e.value.field == "q0"
+    with pytest.raises(simad.ModelError):
+        contact_rollout(simad.models.load("cartpole"), np.zeros(2), None, 1e-3, steps=10)
+    with pytest.raises(simad.ModelError) as e:  # a bad shape size never reaches the kernels
+        b = simad.ModelBuilder("bad")
+        b.add_body("x", 0, mass=1.0, inertia=np.eye(3))
+        b.add_geom("x", "sphere", size=(-1.0,))
+    assert e.value.field == "size"
