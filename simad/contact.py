@@ -171,6 +171,7 @@ class _Scene:
     npair: int
     kmax: int
     nslot: int  # contact slots: (pair, k) for every pair and each of its contacts
+    groups: tuple  # (type a, type b, first slot, end slot): slots sorted by pair type
 
 
 def scene(model: Model) -> _Scene:
@@ -229,24 +230,38 @@ def _build_scene(m: Model) -> _Scene:
     kmax = max([p[2] for p in pairs], default=1)
     qadr = np.array([m.jnt_qadr[m.body_jnt[b]] for b in moving], np.int32)
     vadr = np.array([m.jnt_vadr[m.body_jnt[b]] for b in moving], np.int32)
+    pairs.sort(key=lambda pr: (gtype[pr[0]], gtype[pr[1]]))
     slots = [(p, k) for p, (_, _, kc) in enumerate(pairs) for k in range(kc)]
+    groups, start = [], 0
+    for key in sorted({(int(gtype[a]), int(gtype[c])) for a, c, _ in pairs}):
+        n = sum(kc for a, c, kc in pairs if (gtype[a], gtype[c]) == key)
+        groups.append((key[0], key[1], start, start + n))
+        start += n
     top = np.concatenate([[ng, len(moving), len(pairs), kmax], np.stack([gtype, gbody], 1).reshape(-1),
                           np.array(pairs, np.int32).reshape(-1), np.stack([qadr, vadr], 1).reshape(-1),
                           np.array(slots, np.int32).reshape(-1)]).astype(np.int32)
-    return _Scene(np.array(moving, np.int32), qadr, vadr, np.arange(ng), top, geo, len(pairs), kmax, len(slots))
+    return _Scene(np.array(moving, np.int32), qadr, vadr, np.arange(ng), top, geo, len(pairs), kmax, len(slots),
+                  tuple(groups))
 
 
 def _params(m: Model, sc: _Scene) -> np.ndarray:
     """The differentiable parameter vector: masses, inertias, COMs of the moving bodies, then
     geom sizes, frictions, restitutions, then gravity."""
     b = sc.bodies
+    inv = np.linalg.inv(m.body_inertia[b])  # the kernels read it; its gradient is chained in _split_params
     return np.concatenate([m.body_mass[b], m.body_inertia[b].reshape(-1), m.body_com[b].reshape(-1),
-                           m.geom_size.reshape(-1), m.geom_friction, m.geom_restitution, m.gravity]).astype(np.float64)
+                           m.geom_size.reshape(-1), m.geom_friction, m.geom_restitution, m.gravity,
+                           inv.reshape(-1)]).astype(np.float64)
 
 
 def _split_params(m: Model, sc: _Scene, g: np.ndarray, names) -> dict:
     nb, ng = len(sc.bodies), m.ngeom
-    o = np.cumsum([0, nb, 9 * nb, 3 * nb, 3 * ng, ng, ng, 3])
+    o = np.cumsum([0, nb, 9 * nb, 3 * nb, 3 * ng, ng, ng, 3, 9 * nb])
+    # d loss / d I += -I^-T (d loss / d I^-1) I^-T
+    inv = np.linalg.inv(m.body_inertia[sc.bodies])
+    ginv = g[o[7]:o[8]].reshape(nb, 3, 3)
+    g = g.copy()
+    g[o[1]:o[2]] += (-np.swapaxes(inv, 1, 2) @ ginv @ np.swapaxes(inv, 1, 2)).reshape(-1)
     parts = {
         "body_mass": (g[o[0]:o[1]], (nb,)), "body_inertia": (g[o[1]:o[2]], (nb, 3, 3)), "body_com": (g[o[2]:o[3]], (nb, 3)),
         "geom_size": (g[o[3]:o[4]], (ng, 3)), "geom_friction": (g[o[4]:o[5]], (ng,)),
@@ -458,13 +473,17 @@ def _reverse(inp: _Inputs, cot, params, quality: bool):
     G = np.zeros((T + 1, B), dtype)
     for t in reversed(range(T)):
         # recompute the scratch of step t, then its adjoint, stage by stage in reverse
-        K.pre_kernel(X, U, prm, cfg, top, S, cnt, t, P, dt, nit, mode, toi)
+        K.init_kernel(X, U, prm, top, S, cnt, t, dt, nit)
+        for ta, tb, s0, s1 in sc.groups:
+            K.detect_kernel(X, prm, cfg, top, S, cnt, t, s0, s1, dt, nit, mode, toi, ta, tb)
         for it in range(nit):
             K.iter_kernel(X, prm, top, S, cnt, t, P, it, nit, mode)
         K.post_kernel.grad(X, prm, top, S, t, P, dt, nit, mode, toi)
         for it in reversed(range(nit)):
             K.iter_kernel.grad(X, prm, top, S, cnt, t, P, it, nit, mode)
-        K.pre_kernel.grad(X, U, prm, cfg, top, S, cnt, t, P, dt, nit, mode, toi)
+        for ta, tb, s0, s1 in reversed(sc.groups):
+            K.detect_kernel.grad(X, prm, cfg, top, S, cnt, t, s0, s1, dt, nit, mode, toi, ta, tb)
+        K.init_kernel.grad(X, U, prm, top, S, cnt, t, dt, nit)
         if quality:
             K.adjoint_norm_kernel(X.grad, G, t)
     K.pack_kernel.grad(q0, qd0, prm, top, X)

@@ -22,6 +22,8 @@ no local value carried from one loop iteration to the next.
 import taichi as ti
 
 PLANE, SPHERE, CAPSULE, BOX = 0, 1, 2, 3
+PAIR_TYPES = ((PLANE, SPHERE), (PLANE, CAPSULE), (PLANE, BOX), (SPHERE, SPHERE), (SPHERE, CAPSULE), (SPHERE, BOX),
+              (CAPSULE, CAPSULE), (CAPSULE, BOX), (BOX, BOX))
 NCFG = 8  # option slots at the start of cfg
 CW = 10  # floats per contact record: active, gap, n (3), point (3), vn_pre, target
 TINY = 1e-12
@@ -100,7 +102,9 @@ def _body_raw(prm: ti.template(), top: ti.template(), X: ti.template(), t, b, i)
     m = prm[i]
     o = nb + 9 * i
     Ib = ti.Matrix([[prm[o + 3 * r + c] for c in ti.static(range(3))] for r in ti.static(range(3))])
-    Iw_inv = R @ Ib.inverse() @ R.transpose()
+    oi = nb * 13 + top[0] * 5 + 3 + 9 * i  # the inverse inertia, kept in prm (its gradient is chained on the host)
+    Ib_inv = ti.Matrix([[prm[oi + 3 * r + c] for c in ti.static(range(3))] for r in ti.static(range(3))])
+    Iw_inv = R @ Ib_inv @ R.transpose()
     oc = nb * 10 + 3 * i
     com = ti.Vector([prm[oc + c] for c in ti.static(range(3))])
     return x, R, v, w, 1.0 / m, Iw_inv, com, Ib
@@ -212,23 +216,23 @@ def _segments(p1, q1, p2, q2):
 
 
 @ti.func
-def _narrow(ta, Ra, pa, sa, tb, Rb, pb, sb, k):
+def _narrow(ta: ti.template(), Ra, pa, sa, tb: ti.template(), Rb, pb, sb, k):
     """Contact k of the pair (ta <= tb). Returns (valid, gap, n, point)."""
     valid = 1
     gap = 1e30
     n = ti.Vector([0.0, 0.0, 1.0])
     point = pb
-    if ta == PLANE:
+    if ti.static(ta == PLANE):
         nrm = ti.Vector([Ra[0, 2], Ra[1, 2], Ra[2, 2]])
         c = pb
         r = 0.0
-        if tb == SPHERE:
+        if ti.static(tb == SPHERE):
             r = sb[0]
-        elif tb == CAPSULE:
+        elif ti.static(tb == CAPSULE):
             ax = ti.Vector([Rb[0, 2], Rb[1, 2], Rb[2, 2]])
             c = pb + ax * (sb[1] if k == 0 else -sb[1])
             r = sb[0]
-        elif tb == BOX:
+        elif ti.static(tb == BOX):
             sx = 1.0 if (k & 1) else -1.0
             sy = 1.0 if (k & 2) else -1.0
             sz = 1.0 if (k & 4) else -1.0
@@ -238,18 +242,18 @@ def _narrow(ta, Ra, pa, sa, tb, Rb, pb, sb, k):
         gap = (c - pa).dot(nrm) - r
         n = nrm
         point = c - nrm * (r + 0.5 * gap)
-    elif ta == SPHERE:
-        if tb == SPHERE:
+    elif ti.static(ta == SPHERE):
+        if ti.static(tb == SPHERE):
             gap, n, point = _sphere_sphere(pa, sa[0], pb, sb[0])
-        elif tb == CAPSULE:
+        elif ti.static(tb == CAPSULE):
             ax = ti.Vector([Rb[0, 2], Rb[1, 2], Rb[2, 2]])
             s = ti.min(ti.max((pa - pb).dot(ax), -sb[1]), sb[1])
             gap, n, point = _sphere_sphere(pa, sa[0], pb + ax * s, sb[0])
         else:  # box
             gap, n, point = _point_box(pa, sa[0], pb, Rb, sb)
-    elif ta == CAPSULE:
+    elif ti.static(ta == CAPSULE):
         axa = ti.Vector([Ra[0, 2], Ra[1, 2], Ra[2, 2]])
-        if tb == CAPSULE:
+        if ti.static(tb == CAPSULE):
             axb = ti.Vector([Rb[0, 2], Rb[1, 2], Rb[2, 2]])
             ca, cb = _segments(pa - axa * sa[1], pa + axa * sa[1], pb - axb * sb[1], pb + axb * sb[1])
             gap, n, point = _sphere_sphere(ca, sa[0], cb, sb[0])
@@ -351,7 +355,8 @@ def _com_of(X: ti.template(), t, b, body):
 
 @ti.func
 def _stage_detect(X: ti.template(), prm: ti.template(), cfg: ti.template(), top: ti.template(), S: ti.template(),
-                  cnt: ti.template(), t, b, cs, dt, mode: ti.template(), nit, toi: ti.template()):
+                  cnt: ti.template(), t, b, cs, dt, mode: ti.template(), nit, toi: ti.template(), ta: ti.template(),
+                  tb: ti.template()):
     """Narrow phase of contact slot cs (pair p, contact k): its record (impulse mode) or its
     penalty impulse (smooth)."""
     ng, nb, P, K = top[0], top[1], top[2], top[3]
@@ -359,8 +364,8 @@ def _stage_detect(X: ti.template(), prm: ti.template(), cfg: ti.template(), top:
     p, k = top[ocs], top[ocs + 1]
     op = 4 + 2 * ng + 3 * p
     ga, gb = top[op], top[op + 1]
-    Ra, pa, sa, ba, ta = _geom_pose(prm, cfg, top, X, t, b, ga)
-    Rb, pb, sb, bb, tb = _geom_pose(prm, cfg, top, X, t, b, gb)
+    Ra, pa, sa, ba, _ = _geom_pose(prm, cfg, top, X, t, b, ga)
+    Rb, pb, sb, bb, _ = _geom_pose(prm, cfg, top, X, t, b, gb)
     xa = _com_of(X, t, b, ba)
     xb = _com_of(X, t, b, bb)
     mu, e = _coef(prm, top, ga, gb)
@@ -555,17 +560,24 @@ def _stage_final(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti
 # kernels
 # ------------------------------------------------------------------------------------------
 @ti.kernel
-def pre_kernel(X: arr(ndim=4), U: arr(ndim=4), prm: arr(ndim=1), cfg: arr(ndim=1), top: arr(ndim=1),
-               S: arr(ndim=2), cnt: arr(ndim=2), t: ti.i32, nslot: ti.i32, dt: float, nit: ti.i32,
-               mode: ti.template(), toi: ti.template()):
-    """Step t, first part: free motion and narrow phase. Differentiable (with iter_kernel and
-    post_kernel: one step is pre, nit x iter, post; each a few top-level loops)."""
+def init_kernel(X: arr(ndim=4), U: arr(ndim=4), prm: arr(ndim=1), top: arr(ndim=1), S: arr(ndim=2),
+                cnt: arr(ndim=2), t: ti.i32, dt: float, nit: ti.i32):
+    """Step t, first part: free motion of every body; zeroes the impulse sums. Differentiable
+    (one step is init, detect per pair type, nit x iter, post; each a few top-level loops)."""
     for b, i in ti.ndrange(X.shape[1], X.shape[2]):
         _stage_init(X, U, prm, top, S, cnt, t, b, i, dt, nit)
     for b, j in ti.ndrange(X.shape[1], nit * X.shape[2] * 6):
         S[b, _o_dP(X.shape[2], nit) + j] = 0.0
-    for b, cs in ti.ndrange(X.shape[1], nslot):
-        _stage_detect(X, prm, cfg, top, S, cnt, t, b, cs, dt, mode, nit, toi)
+
+
+@ti.kernel
+def detect_kernel(X: arr(ndim=4), prm: arr(ndim=1), cfg: arr(ndim=1), top: arr(ndim=1), S: arr(ndim=2),
+                  cnt: arr(ndim=2), t: ti.i32, s0: ti.i32, s1: ti.i32, dt: float, nit: ti.i32, mode: ti.template(),
+                  toi: ti.template(), ta: ti.template(), tb: ti.template()):
+    """Step t: narrow phase of the contact slots s0 .. s1 - 1, all of geom types (ta, tb)
+    (the slots are sorted by pair type, so each launch compiles one narrow phase only)."""
+    for b, cs in ti.ndrange(X.shape[1], s1 - s0):
+        _stage_detect(X, prm, cfg, top, S, cnt, t, b, s0 + cs, dt, mode, nit, toi, ta, tb)
 
 
 @ti.kernel
@@ -605,7 +617,13 @@ def rollout_kernel(X: arr(ndim=4), U: arr(ndim=4), prm: arr(ndim=1), cfg: arr(nd
             for j in range(nit * nb * 6):
                 S[b, _o_dP(nb, nit) + j] = 0.0
             for cs in range(ns):
-                _stage_detect(X, prm, cfg, top, S, cnt, t, b, cs, dt, mode, nit, toi)
+                ocs = _o_slots(top) + 2 * cs
+                p = top[ocs]
+                op = 4 + 2 * top[0] + 3 * p
+                ta, tb = top[4 + 2 * top[op]], top[4 + 2 * top[op + 1]]
+                for pt in ti.static(PAIR_TYPES):
+                    if ta == pt[0] and tb == pt[1]:
+                        _stage_detect(X, prm, cfg, top, S, cnt, t, b, cs, dt, mode, nit, toi, pt[0], pt[1])
             for it in range(nit):
                 if ti.static(mode == 0):
                     for cs in range(ns):
