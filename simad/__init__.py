@@ -8,6 +8,7 @@ import os as _os
 # Taichi prints a banner on import; a library should not write to stdout uninvited.
 _os.environ.setdefault("ENABLE_TAICHI_HEADER_PRINT", "False")
 
+from .contact import Contact, GradientQuality, contact_rollout, contact_value_and_grad, contact_vjp
 from .configuration import difference, integrate, neutral, random_configuration
 from .costs import QuadraticCost
 from .diff import Gradients, rollout_vjp, value_and_grad
@@ -27,6 +28,11 @@ from .runtime import init
 __version__ = "0.1.0"
 
 __all__ = [
+    "Contact",
+    "GradientQuality",
+    "contact_rollout",
+    "contact_value_and_grad",
+    "contact_vjp",
     "GeomType",
     "Gradients",
     "IKResult",

@@ -288,6 +288,7 @@ class Gradients:
         norm: global L2 norm of all gradients before clipping. clipped: whether they were scaled
             down to ``clip_norm``.
         checkpoint_every: K, the segment length used (T when the full trajectory fit).
+        quality: contact gradients only: a ``simad.GradientQuality`` report, else None.
     """
 
     q0: np.ndarray
@@ -299,6 +300,7 @@ class Gradients:
     norm: float = 0.0
     clipped: bool = False
     checkpoint_every: int = 0
+    quality: object | None = None
 
 
 def _segment_bytes(B, nq, nv, nu, isz):
