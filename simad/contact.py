@@ -48,7 +48,9 @@ restitution max(e_a, e_b) (the gradient goes to the larger one).
 
 Non-smooth points and their gradients: the contact activity test, the friction cone clamp and
 the Jacobi clamp J_n >= 0 are piecewise (the gradient is that of the active piece); slip and
-normal directions are regularised with 1e-12 so they have no 0/0; toi = gap / max(-v_n, 1e-12).
+normal directions are regularised with 1e-12 so they have no 0/0 (the impulse solver's slip
+direction, which only sets the tangential effective mass, with 1e-6 m/s so its derivative stays
+bounded while a body rolls without slipping); toi = gap / max(-v_n, 1e-12).
 
 Gradients use Taichi's reverse mode on per-step kernels whose shapes follow DESIGN.md section 1
 (probed against finite differences); the forward rollout is one fused kernel launch.
@@ -478,6 +480,7 @@ def _reverse(inp: _Inputs, cot, params, quality: bool):
             K.detect_kernel(X, prm, cfg, top, S, cnt, t, s0, s1, dt, nit, mode, toi, ta, tb)
         for it in range(nit):
             K.iter_kernel(X, prm, top, S, cnt, t, P, it, nit, mode)
+        K.post_kernel(X, prm, top, S, t, P, dt, nit, mode, toi)  # its sums W enter products (d/d mass)
         K.post_kernel.grad(X, prm, top, S, t, P, dt, nit, mode, toi)
         for it in reversed(range(nit)):
             K.iter_kernel.grad(X, prm, top, S, cnt, t, P, it, nit, mode)

@@ -27,6 +27,7 @@ PAIR_TYPES = ((PLANE, SPHERE), (PLANE, CAPSULE), (PLANE, BOX), (SPHERE, SPHERE),
 NCFG = 8  # option slots at the start of cfg
 CW = 10  # floats per contact record: active, gap, n (3), point (3), vn_pre, target
 TINY = 1e-12
+SLIP_EPS = 1e-6  # m/s: slip-direction regularisation of the impulse solver's tangential mass
 PI = 3.141592653589793
 
 arr = ti.types.ndarray
@@ -95,7 +96,7 @@ DW = 22  # per-body step data in scratch: inverse mass, world inverse inertia (9
 
 @ti.func
 def _body_raw(prm: ti.template(), top: ti.template(), X: ti.template(), t, b, i):
-    """(x, R, v, w, inverse mass, world inverse inertia, com, body inertia) of body i at step t."""
+    """(x, R, v, w, inverse mass, inverse body inertia, com, body inertia) of body i at step t."""
     nb = top[1]
     x, q, v, w = _x13(X, t, b, i)
     R = _rot(q)
@@ -104,15 +105,20 @@ def _body_raw(prm: ti.template(), top: ti.template(), X: ti.template(), t, b, i)
     Ib = ti.Matrix([[prm[o + 3 * r + c] for c in ti.static(range(3))] for r in ti.static(range(3))])
     oi = nb * 13 + top[0] * 5 + 3 + 9 * i  # the inverse inertia, kept in prm (its gradient is chained on the host)
     Ib_inv = ti.Matrix([[prm[oi + 3 * r + c] for c in ti.static(range(3))] for r in ti.static(range(3))])
-    Iw_inv = R @ Ib_inv @ R.transpose()
     oc = nb * 10 + 3 * i
     com = ti.Vector([prm[oc + c] for c in ti.static(range(3))])
-    return x, R, v, w, 1.0 / m, Iw_inv, com, Ib
+    return x, R, v, w, 1.0 / m, Ib_inv, com, Ib
+
+
+@ti.func
+def _iw(R, Ibi, v):
+    """World inverse inertia times v: R Ib^-1 R^T v (three mat-vecs, no 3x3 products)."""
+    return R @ (Ibi @ (R.transpose() @ v))
 
 
 @ti.func
 def _body(S: ti.template(), top: ti.template(), b, i, nit):
-    """(inverse mass, world inverse inertia, R, COM) of body i, as stored by the init stage."""
+    """(inverse mass, inverse body inertia, R, COM) of body i, as stored by the init stage."""
     o = _o_D(top[1], nit, top[2], top[3]) + DW * i
     im = S[b, o]
     Iwi = ti.Matrix([[S[b, o + 1 + 3 * r + c] for c in ti.static(range(3))] for r in ti.static(range(3))])
@@ -122,10 +128,13 @@ def _body(S: ti.template(), top: ti.template(), b, i, nit):
 
 
 @ti.func
-def _geom_pose(prm: ti.template(), cfg: ti.template(), top: ti.template(), X: ti.template(), t, b, g):
-    """World pose (R, p), size (3,), body index (-1: static) and type of geom g at step t."""
-    ng, nb = top[0], top[1]
-    gtype, body = top[4 + 2 * g], top[5 + 2 * g]
+def _geom_pose(prm: ti.template(), cfg: ti.template(), top: ti.template(), S: ti.template(), b, g, gt: ti.template(),
+               nit):
+    """World pose (R, p), size (3,) and body index (-1: static) of geom g (of type gt) at the
+    current step, from the body data the init stage stored. A sphere's R is not needed and is
+    left as its frame in the body."""
+    nb = top[1]
+    body = top[5 + 2 * g]
     o = NCFG + 12 * g
     pg = ti.Vector([cfg[o + c] for c in ti.static(range(3))])
     Rg = ti.Matrix([[cfg[o + 3 + 3 * r + c] for c in ti.static(range(3))] for r in ti.static(range(3))])
@@ -134,13 +143,13 @@ def _geom_pose(prm: ti.template(), cfg: ti.template(), top: ti.template(), X: ti
     R = Rg
     p = pg
     if body >= 0:
-        x, q, v, w = _x13(X, t, b, body)
-        Rb = _rot(q)
+        im, Ibi, Rb, x = _body(S, top, b, body, nit)
         oc = nb * 10 + 3 * body
         com = ti.Vector([prm[oc + c] for c in ti.static(range(3))])
-        R = Rb @ Rg
+        if ti.static(gt != SPHERE):
+            R = Rb @ Rg
         p = x + Rb @ (pg - com)
-    return R, p, size, body, gtype
+    return R, p, size, body
 
 
 # ------------------------------------------------------------------------------------------
@@ -297,9 +306,9 @@ def _stage_init(X: ti.template(), U: ti.template(), prm: ti.template(), top: ti.
     g = ti.Vector([prm[og + c] for c in ti.static(range(3))])
     f = ti.Vector([U[t, b, i, c] for c in ti.static(range(3))])
     tau = ti.Vector([U[t, b, i, 3 + c] for c in ti.static(range(3))])
-    Iw = R @ Ib @ R.transpose()
+    wb = R.transpose() @ w
     v1 = v + dt * (g + f * im)
-    w1 = w + dt * (Iwi @ (tau - w.cross(Iw @ w)))
+    w1 = w + dt * (R @ (Iwi @ (R.transpose() @ tau - wb.cross(Ib @ wb))))
     for c in ti.static(range(3)):
         S[b, 6 * i + c] = v1[c]
         S[b, 6 * i + 3 + c] = w1[c]
@@ -324,7 +333,8 @@ def _inv_mass_dir(S: ti.template(), top: ti.template(), b, body, r, d, split, ni
     if body >= 0:
         im, Iwi, R, x = _body(S, top, b, body, nit)
         rd = r.cross(d)
-        out = split * (im + rd.dot(Iwi @ rd))
+        rdb = R.transpose() @ rd
+        out = split * (im + rdb.dot(Iwi @ rdb))
     return out
 
 
@@ -364,8 +374,8 @@ def _stage_detect(X: ti.template(), prm: ti.template(), cfg: ti.template(), top:
     p, k = top[ocs], top[ocs + 1]
     op = 4 + 2 * ng + 3 * p
     ga, gb = top[op], top[op + 1]
-    Ra, pa, sa, ba, _ = _geom_pose(prm, cfg, top, X, t, b, ga)
-    Rb, pb, sb, bb, _ = _geom_pose(prm, cfg, top, X, t, b, gb)
+    Ra, pa, sa, ba = _geom_pose(prm, cfg, top, S, b, ga, ta, nit)
+    Rb, pb, sb, bb = _geom_pose(prm, cfg, top, S, b, gb, tb, nit)
     xa = _com_of(X, t, b, ba)
     xb = _com_of(X, t, b, bb)
     mu, e = _coef(prm, top, ga, gb)
@@ -464,7 +474,7 @@ def _stage_solve(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti
             ln0 = S[b, ol]
             lt0 = ti.Vector([S[b, ol + 1 + c] for c in ti.static(range(3))])
             ln1 = ti.max(ln0 + (S[b, oc + 9] - vn) / inv_n, 0.0)
-            tn = ti.sqrt(vt.dot(vt) + TINY * TINY)
+            tn = ti.sqrt(vt.dot(vt) + SLIP_EPS * SLIP_EPS)  # bounded d(direction)/d(v_t) near rolling
             that = vt / tn
             inv_t = _inv_mass_dir(S, top, b, ba, ra, that, sa, nit) + _inv_mass_dir(S, top, b, bb, rb, that, sbb, nit)
             lt1 = lt0 - vt / inv_t
@@ -493,7 +503,7 @@ def _stage_apply(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti
     od = _o_dP(nb, nit) + o
     dl = ti.Vector([S[b, od + c] for c in ti.static(range(3))])
     da = ti.Vector([S[b, od + 3 + c] for c in ti.static(range(3))])
-    dw = Iwi @ da
+    dw = _iw(R, Iwi, da)
     for c in ti.static(range(3)):
         S[b, o + nb * 6 + c] = S[b, o + c] + im * dl[c]
         S[b, o + nb * 6 + 3 + c] = S[b, o + 3 + c] + dw[c]
@@ -539,7 +549,7 @@ def _stage_final(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti
     Wl = ti.Vector([S[b, ow + c] for c in ti.static(range(3))])
     Wa = ti.Vector([S[b, ow + 3 + c] for c in ti.static(range(3))])
     x1 = x + dt * vf - im * Wl
-    th = dt * wf - Iwi @ Wa
+    th = dt * wf - _iw(R, Iwi, Wa)
     dq = 0.5 * ti.Vector([
         -th[0] * q[1] - th[1] * q[2] - th[2] * q[3],
         th[0] * q[0] + th[1] * q[3] - th[2] * q[2],
