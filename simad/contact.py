@@ -125,7 +125,8 @@ class Contact:
             if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
                 raise InputError(f + name, f"must be a finite number > 0, got {v!r}")
         if self.mode == "smooth" and self.timeconst < 2.0 * dt:
-            raise InputError(f + "timeconst", f"{self.timeconst} s is below 2 dt = {2 * dt} s: the contact spring would be unstable")
+            raise InputError(f + "timeconst",
+                             f"{self.timeconst} s is below 2 dt = {2 * dt} s: the contact spring would be unstable")
         return self
 
     @property
@@ -213,7 +214,8 @@ def _build_scene(m: Model) -> _Scene:
         b = int(m.geom_body[g])
         if b in index:
             if gtype[g] == GeomType.PLANE:
-                raise ModelError("a plane must be static (a geom of the world body)", element=f"geom '{m.geom_names[g]}'", field="type")
+                raise ModelError("a plane must be static (a geom of the world body)", element=f"geom '{m.geom_names[g]}'",
+                                 field="type")
             gbody[g] = index[b]
             geo[g, :3], geo[g, 3:] = m.geom_pos[g], m.geom_rot[g].reshape(9)
         else:
@@ -326,7 +328,8 @@ def _prepare(model, q0, qd0, dt, steps, controls, contact) -> _Inputs:
     if controls is not None:
         c = np.asarray(controls)
         if c.ndim not in (3, 4) or c.shape[-2:] != (nb, 6):
-            raise InputError("controls", f"expected shape (B, T, {nb}, 6) or (T, {nb}, 6) (wrench per moving body), got {c.shape}")
+            raise InputError("controls",
+                             f"expected shape (B, T, {nb}, 6) or (T, {nb}, 6) (wrench per moving body), got {c.shape}")
     Bs = [a.shape[0] for a in (q, v) if a.ndim == 2] + ([c.shape[0]] if c is not None and c.ndim == 4 else [])
     B = max(Bs, default=1)
     for name, a, nd in (("q0", q, 2), ("qd0", v, 2), ("controls", c, 4)):
@@ -348,7 +351,8 @@ def _prepare(model, q0, qd0, dt, steps, controls, contact) -> _Inputs:
     for i, (qa, _) in enumerate(zip(sc.qadr, sc.vadr, strict=True)):
         nrm = np.linalg.norm(qb[:, qa + 3: qa + 7], axis=1)
         if np.any(nrm < 1e-9):
-            raise InputError("q0", f"body '{model.body_names[sc.bodies[i]]}': zero quaternion in env {int(np.argmax(nrm < 1e-9))}")
+            env = int(np.argmax(nrm < 1e-9))
+            raise InputError("q0", f"body '{model.body_names[sc.bodies[i]]}': zero quaternion in env {env}")
     if c is None:
         cb = np.zeros((T, B, nb, 6), dtype)
     else:
@@ -410,9 +414,13 @@ def _forward_numpy(inp: _Inputs) -> np.ndarray:
     cnt = np.zeros((inp.B, nb), np.int32)
     o = inp.opts
     K.rollout_kernel(X, inp.controls, prm, cfg, sc.top, S, cnt, sc.nslot, inp.dt, MODES[o.mode], o.nit, bool(o.toi),
-                     inp.B < SERIAL_BELOW)
+                     inp.B < SERIAL_BELOW, _types(sc))
     _check(X)
     return X
+
+
+def _types(sc: _Scene) -> tuple:
+    return tuple((int(g[0]), int(g[1])) for g in sc.groups)
 
 
 def _unpack_numpy(inp: _Inputs, X: np.ndarray):
@@ -469,8 +477,8 @@ def _reverse(inp: _Inputs, cot, params, quality: bool):
     switches = np.zeros(B, np.int64)
     growth = np.zeros(B)
     growth_step = np.full(B, -1, np.int64)
-    if quality:
-        switches = _count_switches(inp, prm_np, dtype)
+    prev = ti.ndarray(ti.i32, (B, max(sc.nslot, 1)))
+    nsw = ti.ndarray(ti.i32, (B,))
     P, dt = sc.nslot, inp.dt
     G = np.zeros((T + 1, B), dtype)
     for t in reversed(range(T)):
@@ -478,6 +486,8 @@ def _reverse(inp: _Inputs, cot, params, quality: bool):
         K.init_kernel(X, U, prm, top, S, cnt, t, dt, nit)
         for ta, tb, s0, s1 in sc.groups:
             K.detect_kernel(X, prm, cfg, top, S, cnt, t, s0, s1, dt, nit, mode, toi, ta, tb)
+        if quality:
+            K.switches_kernel(S, top, prev, nsw, sc.nslot, nit, int(t < T - 1))
         for it in range(nit):
             K.iter_kernel(X, prm, top, S, cnt, t, P, it, nit, mode)
         K.post_kernel(X, prm, top, S, t, P, dt, nit, mode, toi)  # its sums W enter products (d/d mass)
@@ -496,6 +506,7 @@ def _reverse(inp: _Inputs, cot, params, quality: bool):
             ratio = np.where(norms[1:] > 0, norms[:-1] / norms[1:], 0.0)  # growth from t+1 to t
         growth = ratio.max(axis=0)
         growth_step = np.where(growth > 0, ratio.argmax(axis=0), -1)
+        switches = nsw.to_numpy().astype(np.int64)
     gq0, gqd0 = q0.grad.to_numpy().astype(np.float64), qd0.grad.to_numpy().astype(np.float64)
     gu = np.swapaxes(U.grad.to_numpy(), 0, 1).astype(np.float64)
     gp = _split_params(m, sc, prm.grad.to_numpy().astype(np.float64), names)
@@ -504,26 +515,6 @@ def _reverse(inp: _Inputs, cot, params, quality: bool):
             env = int(np.argwhere(~np.isfinite(a))[0][0])
             raise NonFiniteError(f"gradient.{name}", env, None, "the contact gradient is not finite")
     return gq0, gqd0, gu, gp, value, GradientQuality(switches, growth, growth_step)
-
-
-def _count_switches(inp: _Inputs, prm_np, dtype) -> np.ndarray:
-    """Re-runs the rollout step by step with the fused kernel (T = 1) to count activity changes."""
-    sc, nb, B = inp.scene, len(inp.scene.bodies), inp.B
-    o = inp.opts
-    X = np.zeros((2, B, nb, 13), dtype)
-    K.pack_kernel(inp.q0, inp.qd0, prm_np.astype(dtype), sc.top, X)
-    S = np.zeros((B, _scratch_size(inp)), dtype)
-    cnt = np.zeros((B, nb), np.int32)
-    prev = np.zeros((B, max(sc.nslot, 1)), np.int32)
-    out = np.zeros(B, np.int32)
-    cfg = np.concatenate([o.cfg(), sc.geo.reshape(-1)]).astype(dtype)
-    prm = prm_np.astype(dtype)
-    for t in range(inp.T):
-        K.rollout_kernel(X, inp.controls[t:t + 1], prm, cfg, sc.top, S, cnt, sc.nslot, inp.dt, MODES[o.mode], o.nit,
-                         bool(o.toi), B < SERIAL_BELOW)
-        K.switches_kernel(S, sc.top, prev, out, sc.nslot, o.nit)
-        X[0] = X[1]
-    return out.astype(np.int64)
 
 
 def _param_names(m: Model, params):

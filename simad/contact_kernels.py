@@ -615,8 +615,10 @@ def post_kernel(X: arr(ndim=4), prm: arr(ndim=1), top: arr(ndim=1), S: arr(ndim=
 @ti.kernel
 def rollout_kernel(X: arr(ndim=4), U: arr(ndim=4), prm: arr(ndim=1), cfg: arr(ndim=1), top: arr(ndim=1),
                    S: arr(ndim=2), cnt: arr(ndim=2), nslot: ti.i32, dt: float, mode: ti.template(), nit: ti.i32,
-                   toi: ti.template(), serial: ti.template()):
-    """The whole rollout in one launch: parallel over envs, time and stages serial inside."""
+                   toi: ti.template(), serial: ti.template(), types: ti.template()):
+    """The whole rollout in one launch: parallel over envs, time and stages serial inside.
+    ``types``: the (type a, type b) pairs present in the scene: only their narrow phases are
+    compiled (one compile per combination, cached on disk)."""
     ti.loop_config(serialize=serial)
     for b in range(X.shape[1]):
         nb = top[1]
@@ -631,7 +633,7 @@ def rollout_kernel(X: arr(ndim=4), U: arr(ndim=4), prm: arr(ndim=1), cfg: arr(nd
                 p = top[ocs]
                 op = 4 + 2 * top[0] + 3 * p
                 ta, tb = top[4 + 2 * top[op]], top[4 + 2 * top[op + 1]]
-                for pt in ti.static(PAIR_TYPES):
+                for pt in ti.static(types):
                     if ta == pt[0] and tb == pt[1]:
                         _stage_detect(X, prm, cfg, top, S, cnt, t, b, cs, dt, mode, nit, toi, pt[0], pt[1])
             for it in range(nit):
@@ -697,14 +699,15 @@ def unpack_kernel(X: arr(ndim=4), prm: arr(ndim=1), top: arr(ndim=1), Q: arr(ndi
 
 @ti.kernel
 def switches_kernel(S: arr(ndim=2), top: arr(ndim=1), prev: arr(ndim=2), out: arr(ndim=1), nslot: ti.i32,
-                    nit: ti.i32):
-    """Counts per env the contacts whose active flag changed since the previous step."""
+                    nit: ti.i32, count: ti.i32):
+    """Counts per env the contacts whose active flag differs from ``prev`` (the neighbouring
+    step's), then stores the flags in ``prev``; ``count`` = 0 only records them."""
     for b, cs in ti.ndrange(S.shape[0], nslot):
         nb, K = top[1], top[3]
         ocs = _o_slots(top) + 2 * cs
         p, k = top[ocs], top[ocs + 1]
         a = 1 if S[b, _o_C(nb, nit) + (p * K + k) * CW] > 0.5 else 0
-        if a != prev[b, cs]:
+        if a != prev[b, cs] and count == 1:
             ti.atomic_add(out[b], 1)
         prev[b, cs] = a
 
