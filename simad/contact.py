@@ -16,8 +16,9 @@ One step (dt), all envs in parallel:
 1. free motion: v* = v + dt (g + f/m), w* = w + dt I^-1 (tau - w x I w)  (world frame);
 2. narrow phase of every geom pair (contact capacity per pair: plane-sphere 1, plane-capsule 2,
    plane-box 8, sphere-sphere 1, sphere-capsule 1, sphere-box 1, capsule-capsule 1,
-   capsule-box 3 (end spheres and the point nearest the box centre), box-box 16 (each box's
-   corners against the other; edge-edge contacts are not generated));
+   capsule-box 3 (end spheres and the point nearest the box centre), box-box 8 (the face
+   normal with the least penetration picks a reference face; the other box's vertices are the
+   contacts; edge-edge contacts are not generated));
 3. contact impulses, in one of two modes (``Contact.mode``):
 
    * ``"impulse"`` (exact impulses): a contact is active when it closes within the step
@@ -76,7 +77,7 @@ MODES = {"impulse": 0, "smooth": 1}
 _CAPACITY = {
     (GeomType.PLANE, GeomType.SPHERE): 1, (GeomType.PLANE, GeomType.CAPSULE): 2, (GeomType.PLANE, GeomType.BOX): 8,
     (GeomType.SPHERE, GeomType.SPHERE): 1, (GeomType.SPHERE, GeomType.CAPSULE): 1, (GeomType.SPHERE, GeomType.BOX): 1,
-    (GeomType.CAPSULE, GeomType.CAPSULE): 1, (GeomType.CAPSULE, GeomType.BOX): 3, (GeomType.BOX, GeomType.BOX): 16,
+    (GeomType.CAPSULE, GeomType.CAPSULE): 1, (GeomType.CAPSULE, GeomType.BOX): 3, (GeomType.BOX, GeomType.BOX): 8,
 }
 CONTACT_PARAMS = ("body_mass", "body_inertia", "body_com", "geom_size", "geom_friction", "geom_restitution", "gravity")
 MAX_SPEED = 1e6

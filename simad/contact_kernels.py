@@ -170,7 +170,7 @@ def _point_box(c, r, cb, Rb, h):
     """A sphere (c, r) against box (cb, Rb, half extents h): n points from the sphere to the box."""
     loc = Rb.transpose() @ (c - cb)
     cl = ti.Vector([ti.min(ti.max(loc[k], -h[k]), h[k]) for k in ti.static(range(3))])
-    inside = (ti.abs(loc[0]) < h[0]) and (ti.abs(loc[1]) < h[1]) and (ti.abs(loc[2]) < h[2])
+    inside = (ti.abs(loc[0]) <= h[0]) and (ti.abs(loc[1]) <= h[1]) and (ti.abs(loc[2]) <= h[2])
     gap = 0.0
     n = ti.Vector([0.0, 0.0, 0.0])
     point = cb + Rb @ cl
@@ -225,6 +225,60 @@ def _segments(p1, q1, p2, q2):
 
 
 @ti.func
+def _box_box(Ra, pa, ha, Rb, pb, hb, k):
+    """Contact k (0..7) of two boxes: the separating axis among the six face normals with the
+    least penetration picks the reference box and the normal n (from a to b); contact k is
+    vertex k of the other (incident) box, its gap the signed distance to the reference face.
+    A vertex outside the reference face's extent (beyond 10 % of the face size) is not a
+    contact. Edge-edge contacts are not generated."""
+    d = pb - pa
+    best = -1e30
+    axis = ti.Vector([0.0, 0.0, 1.0])
+    ref_a = 1
+    ref_i = 2
+    for j in ti.static(range(6)):
+        u = ti.Vector([0.0, 0.0, 0.0])
+        if ti.static(j < 3):
+            u = ti.Vector([Ra[0, j], Ra[1, j], Ra[2, j]])
+        else:
+            u = ti.Vector([Rb[0, j - 3], Rb[1, j - 3], Rb[2, j - 3]])
+        ra_ = ha[0] * ti.abs(u.dot(ti.Vector([Ra[0, 0], Ra[1, 0], Ra[2, 0]]))) + ha[1] * ti.abs(
+            u.dot(ti.Vector([Ra[0, 1], Ra[1, 1], Ra[2, 1]]))) + ha[2] * ti.abs(u.dot(ti.Vector([Ra[0, 2], Ra[1, 2], Ra[2, 2]])))
+        rb_ = hb[0] * ti.abs(u.dot(ti.Vector([Rb[0, 0], Rb[1, 0], Rb[2, 0]]))) + hb[1] * ti.abs(
+            u.dot(ti.Vector([Rb[0, 1], Rb[1, 1], Rb[2, 1]]))) + hb[2] * ti.abs(u.dot(ti.Vector([Rb[0, 2], Rb[1, 2], Rb[2, 2]])))
+        sep = ti.abs(d.dot(u)) - ra_ - rb_
+        if sep > best + 1e-9:  # prefer a's faces on ties (stable choice)
+            best = sep
+            axis = u if d.dot(u) >= 0 else -u
+            ref_a = 1 if j < 3 else 0
+            ref_i = j % 3
+    sx = 1.0 if (k & 1) else -1.0
+    sy = 1.0 if (k & 2) else -1.0
+    sz = 1.0 if (k & 4) else -1.0
+    corner = ti.Vector([sx, sy, sz])
+    valid = 1
+    gap = 0.0
+    point = pa
+    if ref_a == 1:  # reference face on a (facing b), incident vertices of b
+        v = pb + Rb @ (corner * hb)
+        loc = Ra.transpose() @ (v - pa)
+        gap = (v - pa).dot(axis) - ha[ref_i]
+        for c in ti.static(range(3)):
+            if c != ref_i and ti.abs(loc[c]) > 1.1 * ha[c]:
+                valid = 0
+        point = v - axis * (0.5 * gap)
+    else:  # reference face on b (facing a), incident vertices of a
+        v = pa + Ra @ (corner * ha)
+        loc = Rb.transpose() @ (v - pb)
+        gap = (pb - v).dot(axis) - hb[ref_i]
+        for c in ti.static(range(3)):
+            if c != ref_i and ti.abs(loc[c]) > 1.1 * hb[c]:
+                valid = 0
+        point = v + axis * (0.5 * gap)
+    return valid, gap, axis, point
+
+
+@ti.func
 def _narrow(ta: ti.template(), Ra, pa, sa, tb: ti.template(), Rb, pb, sb, k):
     """Contact k of the pair (ta <= tb). Returns (valid, gap, n, point)."""
     valid = 1
@@ -271,18 +325,8 @@ def _narrow(ta: ti.template(), Ra, pa, sa, tb: ti.template(), Rb, pb, sb, k):
             if k == 2:
                 s = ti.min(ti.max((pb - pa).dot(axa), -sa[1]), sa[1])
             gap, n, point = _point_box(pa + axa * s, sa[0], pb, Rb, sb)
-    else:  # box - box: corners of a against b (k < 8), corners of b against a (k >= 8)
-        kk = k & 7
-        sx = 1.0 if (kk & 1) else -1.0
-        sy = 1.0 if (kk & 2) else -1.0
-        sz = 1.0 if (kk & 4) else -1.0
-        if k < 8:
-            c = pa + Ra @ ti.Vector([sx * sa[0], sy * sa[1], sz * sa[2]])
-            gap, n, point = _point_box(c, 0.0, pb, Rb, sb)
-        else:
-            c = pb + Rb @ ti.Vector([sx * sb[0], sy * sb[1], sz * sb[2]])
-            gap, n, point = _point_box(c, 0.0, pa, Ra, sa)
-            n = -n
+    else:  # box - box: see _box_box
+        valid, gap, n, point = _box_box(Ra, pa, sa, Rb, pb, sb, k)
     return valid, gap, n, point
 
 
