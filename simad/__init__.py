@@ -8,8 +8,8 @@ import os as _os
 # Taichi prints a banner on import; a library should not write to stdout uninvited.
 _os.environ.setdefault("ENABLE_TAICHI_HEADER_PRINT", "False")
 
-from .contact import Contact, GradientQuality, contact_rollout, contact_value_and_grad, contact_vjp
 from .configuration import difference, integrate, neutral, random_configuration
+from .contact import Contact, GradientQuality, contact_rollout, contact_value_and_grad, contact_vjp
 from .costs import QuadraticCost
 from .diff import Gradients, rollout_vjp, value_and_grad
 from .dynamics import forward_dynamics, inverse_dynamics, mass_matrix
