@@ -225,6 +225,20 @@ def _segments(p1, q1, p2, q2):
 
 
 @ti.func
+def _face_vertex(pr, Rr, hr, pi, Ri, hi, out, ref_i, corner):
+    """Vertex ``corner`` of the incident box (pi, Ri, hi) against the reference box's face with
+    outward normal ``out`` (axis ref_i): (valid, gap, contact point)."""
+    v = pi + Ri @ (corner * hi)
+    loc = Rr.transpose() @ (v - pr)
+    gap = (v - pr).dot(out) - hr[ref_i]
+    valid = 1
+    for c in ti.static(range(3)):
+        if c != ref_i and ti.abs(loc[c]) > 1.1 * hr[c]:
+            valid = 0
+    return valid, gap, v - out * (0.5 * gap)
+
+
+@ti.func
 def _box_box(Ra, pa, ha, Rb, pb, hb, k):
     """Contact k (0..7) of two boxes: the separating axis among the six face normals with the
     least penetration picks the reference box and the normal n (from a to b); contact k is
@@ -256,25 +270,11 @@ def _box_box(Ra, pa, ha, Rb, pb, hb, k):
     sy = 1.0 if (k & 2) else -1.0
     sz = 1.0 if (k & 4) else -1.0
     corner = ti.Vector([sx, sy, sz])
-    valid = 1
-    gap = 0.0
-    point = pa
+    valid, gap, point = 1, 0.0, pa
     if ref_a == 1:  # reference face on a (facing b), incident vertices of b
-        v = pb + Rb @ (corner * hb)
-        loc = Ra.transpose() @ (v - pa)
-        gap = (v - pa).dot(axis) - ha[ref_i]
-        for c in ti.static(range(3)):
-            if c != ref_i and ti.abs(loc[c]) > 1.1 * ha[c]:
-                valid = 0
-        point = v - axis * (0.5 * gap)
+        valid, gap, point = _face_vertex(pa, Ra, ha, pb, Rb, hb, axis, ref_i, corner)
     else:  # reference face on b (facing a), incident vertices of a
-        v = pa + Ra @ (corner * ha)
-        loc = Rb.transpose() @ (v - pb)
-        gap = (pb - v).dot(axis) - hb[ref_i]
-        for c in ti.static(range(3)):
-            if c != ref_i and ti.abs(loc[c]) > 1.1 * hb[c]:
-                valid = 0
-        point = v + axis * (0.5 * gap)
+        valid, gap, point = _face_vertex(pb, Rb, hb, pa, Ra, ha, -axis, ref_i, corner)
     return valid, gap, axis, point
 
 
