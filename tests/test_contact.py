@@ -282,3 +282,31 @@ def test_capsules_spheres_and_boxes_come_to_rest_on_each_other():
     np.testing.assert_allclose(p[2, 2], 0.1, atol=2e-3)  # box on the floor
     np.testing.assert_allclose(p[3, 2], 0.2 + 0.03, atol=3e-3)  # capsule lying across the box
     assert np.abs(tr.qd[0, -1]).max() < 0.05
+
+
+@pytest.mark.parametrize("mode", ["impulse", "smooth"])
+def test_inertia_com_and_gravity_gradients_match_finite_differences(mode):
+    """A tumbling box lands on its corner: the gradient w.r.t. its inertia (chained through
+    the inverse on the host), its centre of mass and gravity against central differences."""
+    m = box_scene(mu=0.5, half=(0.15, 0.1, 0.05)).replace(body_com=np.array([[0, 0, 0], [0.01, -0.02, 0.005]]))
+    T, dt = 150, 2e-3
+    opts = Contact(mode=mode)
+    q0 = np.array([0, 0, 0.3, 0.9, 0.3, 0.2, 0.1])
+    q0[3:] /= np.linalg.norm(q0[3:])
+    qd0 = np.array([0.5, 0.0, -1.0, 2.0, -1.0, 3.0])
+    wq = np.zeros((1, T + 1, 7))
+    wq[0, -1] = [1.0, 0.5, 2.0, 0.3, -0.2, 0.1, 0.4]
+    g = contact_vjp(m, q0, qd0, dt, wq, steps=T, contact=opts, params=["body_inertia", "body_com", "gravity"])
+
+    def loss(**p):
+        return np.sum(wq * contact_rollout(m.replace(**p), q0, qd0, dt, steps=T, contact=opts).q)
+
+    h = 1e-7  # the smooth contact's softplus (1 mm wide) is sharply curved in the COM height
+    for name, idx in (("body_inertia", (1, 0, 0)), ("body_inertia", (1, 2, 2)), ("body_com", (1, 0)),
+                      ("body_com", (1, 2)), ("gravity", (2,))):
+        base = getattr(m, name)
+        up, dn = base.copy(), base.copy()
+        up[idx] += h
+        dn[idx] -= h
+        fd = (loss(**{name: up}) - loss(**{name: dn})) / (2 * h)
+        assert g.params[name][idx] == pytest.approx(fd, rel=1e-4, abs=1e-7), (name, idx)

@@ -25,6 +25,15 @@ ROLLOUT_FIELDS = {
     "__model__": "rollout.param_overrides[{}]",
 }
 
+# engine argument names of simad.contact_rollout / contact_vjp / contact_value_and_grad -> request
+# field paths (ContactRolloutSpec under "rollout"): the engine's ``contact=`` options are the
+# request's ``rollout.options``, so "contact.iterations" is reported as "rollout.options.iterations"
+CONTACT_FIELDS = {
+    "q0": "rollout.q0", "qd0": "rollout.qd0", "controls": "rollout.controls", "steps": "rollout.steps",
+    "dt": "rollout.dt", "contact": "rollout.options", "model": "rollout.model_id", "q_bar": "q_bar",
+    "qd_bar": "qd_bar", "params": "params", "cost": "cost",
+}
+
 
 def rename(field: str, fields: dict | None, prefix: str = "") -> str:
     """Maps an engine field ("q0[2, 3:7]", "q_weight") to the request's path ("rollout.q0[2, 3:7]")."""

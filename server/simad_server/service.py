@@ -8,6 +8,7 @@ every failure to a precise status code with the request field named.
 from __future__ import annotations
 
 import functools
+import math
 import time
 
 import grpc
@@ -25,7 +26,7 @@ from simad_client.proto import (
 
 import simad
 
-from .errors import ROLLOUT_FIELDS, abort, status_of
+from .errors import CONTACT_FIELDS, ROLLOUT_FIELDS, abort, status_of
 from .registry import Registry, parse
 
 INTEGRATORS = {tensor_pb2.INTEGRATOR_UNSPECIFIED: "semi_implicit_euler",
@@ -34,6 +35,10 @@ COST_FIELDS = ("q_weight", "q_ref", "terminal_q_weight", "qd_weight", "qd_ref", 
                "u_weight", "u_ref", "frame_weight", "frame_ref", "terminal_frame_weight", "obstacles",
                "obstacle_weight")
 VALUE_FIELDS = dict(ROLLOUT_FIELDS, **{k: f"cost.{k}" for k in COST_FIELDS + ("frames", "obstacle_frames")}, cost="cost")
+CONTACT_MODES = {simulation_pb2.CONTACT_MODE_UNSPECIFIED: "impulse", simulation_pb2.IMPULSE: "impulse",
+                 simulation_pb2.SMOOTH: "smooth"}
+CONTACT_OPTIONS = ("iterations", "toi", "baumgarte", "slop", "bounce_threshold", "timeconst", "softness", "friction_eps")
+CONTACT_GRADIENT_FIELDS = dict(CONTACT_FIELDS, **{k: f"cost.{k}" for k in COST_FIELDS + ("frames", "obstacle_frames")})
 
 
 def handler(name: str, fields: dict | None = None, prefix: str = ""):
@@ -148,6 +153,62 @@ class Core:
         kw["clip_norm"] = opt.clip_norm if opt.HasField("clip_norm") else None
         return kw
 
+    def contact_options(self, opt: simulation_pb2.ContactOptions, dt: float) -> simad.Contact:
+        """simad.Contact from ContactOptions (absent fields: the engine's defaults), validated here
+        (an InputError names "contact.<field>", which CONTACT_FIELDS reports as "rollout.options.<field>")."""
+        if opt.mode not in CONTACT_MODES:
+            raise WireError("INVALID_ARGUMENT", f"unknown contact mode enum value {opt.mode}", "rollout.options.mode")
+        kw = {k: getattr(opt, k) for k in CONTACT_OPTIONS if opt.HasField(k)}
+        return simad.Contact(mode=CONTACT_MODES[opt.mode], **kw).validated(dt)
+
+    def contact_args(self, spec: simulation_pb2.ContactRolloutSpec, info: dict, gradient: bool = False):
+        """(key, model, overrides, args, kwargs) of simad.contact_rollout / contact_vjp from a
+        ContactRolloutSpec (field "rollout"); B, T and the sizes of what the call makes checked."""
+        f = "rollout"
+        key, model, overrides = self.model(spec.model_id, spec.param_overrides, f)
+        q0 = self.tensor(spec.q0, f"{f}.q0")
+        qd0 = self.tensor(spec.qd0, f"{f}.qd0", required=False)
+        controls = self.tensor(spec.controls, f"{f}.controls", required=False)
+        if spec.steps < 0:
+            raise WireError("INVALID_ARGUMENT", f"expected >= 0, got {spec.steps}", f"{f}.steps")
+        if not (math.isfinite(spec.dt) and spec.dt > 0):
+            raise WireError("INVALID_ARGUMENT", f"must be a finite number > 0, got {spec.dt!r}", f"{f}.dt")
+        batched = [(a.shape[0], n) for a, nd, n in ((q0, 2, "q0"), (qd0, 2, "qd0"), (controls, 4, "controls"))
+                   if a is not None and a.ndim == nd]
+        B, fb = max(batched, default=(1, "q0"))
+        T = controls.shape[-3] if controls is not None and controls.ndim >= 3 else spec.steps
+        ft = f"{f}.controls" if controls is not None else f"{f}.steps"
+        self.check_sizes(B, T, f"{f}.{fb}", ft)
+        info.update(model=spec.model_id, B=B, T=T)
+        states = B * (T + 1) * (model.nq + model.nv)  # q and qd of every step (nv = 6 nmov in a scene)
+        if gradient:  # the reverse pass keeps the whole trajectory in the worker
+            if states > self.limits.max_elements:
+                raise WireError("RESOURCE_EXHAUSTED", f"the gradient records the trajectory, B (T+1) (nq+nv) = {states} "
+                                f"elements, over the element limit {self.limits.max_elements}", ft)
+            nbytes = 8 * (B * (model.nq + model.nv) + B * T * model.nv)
+        else:
+            nbytes = 8 * (states + B * T * model.nv)
+        if nbytes > self.limits.max_message_bytes:
+            raise WireError("RESOURCE_EXHAUSTED", f"the result would take ~{nbytes} bytes, over the message limit "
+                            f"{self.limits.max_message_bytes}: use smaller batches or fewer steps", ft)
+        kw = {"steps": spec.steps or None, "controls": controls, "contact": self.contact_options(spec.options, spec.dt)}
+        return key, model, overrides, (q0, qd0, spec.dt), kw
+
+    async def run_contact(self, context, job: str, key: str, *args, overrides=None, **kwargs):
+        """``run`` for the contact jobs: a model that is not a contact scene (simad.ModelError from
+        the engine's scene check) is INVALID_ARGUMENT naming "rollout.model_id", or the override
+        that broke it (a non-positive body_mass, a singular body_inertia)."""
+        try:
+            return await self.run(context, job, key, *args, overrides=overrides, **kwargs)
+        except simad.ModelError as e:
+            if overrides and e.field == "mass" and "body_mass" in overrides:
+                raise WireError("INVALID_ARGUMENT", str(e), "rollout.param_overrides[body_mass]") from None
+            raise WireError("INVALID_ARGUMENT", f"the model is not a contact scene: {e}", "rollout.model_id") from None
+        except np.linalg.LinAlgError as e:
+            if overrides and "body_inertia" in overrides:
+                raise WireError("INVALID_ARGUMENT", f"singular inertia ({e})", "rollout.param_overrides[body_inertia]") from None
+            raise
+
     async def run(self, context, job: str, key: str | None, *args, overrides=None, **kwargs):
         """Runs an engine job in the simulation worker within the call's deadline; a result that
         overflowed (finite but huge inputs, e.g. |x| ~ 1e300) is an error, never an OK answer."""
@@ -245,6 +306,17 @@ def gradients(g) -> gradients_pb2.Gradients:
     for k, v in g.params.items():
         codec.to_tensor(v, out.params[k])
     return fill(out, q0=g.q0, qd0=g.qd0, controls=g.controls, gains=g.gains, loss=g.loss)
+
+
+def contact_gradients(g) -> gradients_pb2.ContactGradients:
+    out = gradients_pb2.ContactGradients()
+    for k, v in g.params.items():
+        codec.to_tensor(v, out.params[k])
+    fill(out, q0=g.q0, qd0=g.qd0, controls=g.controls, loss=g.loss)
+    qy = g.quality
+    fill(out.quality, mode_switches=qy.mode_switches, max_growth=qy.max_growth, max_growth_step=qy.max_growth_step,
+         fd_directional=qy.fd_directional, ad_directional=qy.ad_directional, fd_rel_error=qy.fd_rel_error)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,6 +453,14 @@ class SimulationService:
             self.metrics.observe("StreamRollout", code, time.perf_counter() - t0, **info)
 
 
+    @handler("ContactRollout", CONTACT_FIELDS)
+    async def ContactRollout(self, request, context, info):
+        core = self.core
+        key, model, overrides, args, kw = core.contact_args(request.rollout, info)
+        tr = await core.run_contact(context, "contact_rollout", key, *args, overrides=overrides, **kw)
+        return core.fit(trajectory(tr), "trajectory")
+
+
 class GradientService:
     def __init__(self, core: Core):
         self.core, self.metrics = core, core.metrics
@@ -432,6 +512,32 @@ class GradientService:
         resp = fill(gradients_pb2.RolloutJvpResponse(), dq=dq, dqd=dqd)
         fill(resp.trajectory, q=tr.q, qd=tr.qd, u=tr.u)
         return core.fit(resp, "jvp")
+
+
+    @handler("ContactGradient", CONTACT_GRADIENT_FIELDS)
+    async def ContactGradient(self, request, context, info):
+        core = self.core
+        key, model, overrides, args, kw = core.contact_args(request.rollout, info, gradient=True)
+        qb = core.tensor(request.q_bar, "q_bar", required=False)
+        vb = core.tensor(request.qd_bar, "qd_bar", required=False)
+        names = list(request.params)
+        kw["params"] = None if names == ["*"] else tuple(names)  # None: the engine's contact parameters
+        fd = True
+        if request.HasField("fd_step"):
+            fd = request.fd_step
+            if not (math.isfinite(fd) and fd > 0):
+                raise WireError("INVALID_ARGUMENT", f"must be a finite number > 0, got {fd!r}", "fd_step")
+        if request.seed < 0:
+            raise WireError("INVALID_ARGUMENT", f"expected a seed >= 0, got {request.seed}", "seed")
+        kw.update(fd_check=fd if request.fd_check else False, seed=int(request.seed))
+        if request.HasField("cost"):
+            if qb is not None or vb is not None:
+                raise WireError("INVALID_ARGUMENT", "give either a cost or cotangents (q_bar, qd_bar), not both", "cost")
+            cost = core.cost(request.cost)
+            g = await core.run_contact(context, "contact_value_and_grad", key, *args, cost, overrides=overrides, **kw)
+        else:
+            g = await core.run_contact(context, "contact_vjp", key, *args, qb, vb, overrides=overrides, **kw)
+        return core.fit(contact_gradients(g), "gradient")
 
 
 class ServerService:

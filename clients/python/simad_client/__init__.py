@@ -7,16 +7,19 @@
 """
 
 from .client import Client
+from .encode import ContactOptions
 from .errors import WireError
-from .results import FeedbackPlan, Gradients, IKResult, Linearization, ModelInfo, Trajectory
+from .results import FeedbackPlan, GradientQuality, Gradients, IKResult, Linearization, ModelInfo, Trajectory
 from .session import ControlSession
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Client",
+    "ContactOptions",
     "ControlSession",
     "FeedbackPlan",
+    "GradientQuality",
     "Gradients",
     "IKResult",
     "Linearization",

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 
 import grpc
+import numpy as np
 
 from . import _rpc, encode, results
+from .encode import ContactOptions
 from .proto import (
     control_pb2,
     control_pb2_grpc,
@@ -25,7 +27,7 @@ from .proto import (
     simulation_pb2,
     simulation_pb2_grpc,
 )
-from .results import FeedbackPlan, Gradients, IKResult, Linearization, ModelInfo, Trajectory
+from .results import FeedbackPlan, GradientQuality, Gradients, IKResult, Linearization, ModelInfo, Trajectory
 from .session import ControlSession
 
 MIB = 1 << 20
@@ -250,6 +252,67 @@ class Client:
             self._simulation.StreamRollout(req, timeout=left, metadata=self._metadata))
         return _rpc.invoke(call, self.timeout if timeout is None else timeout, self.retries)
 
+    def contact_rollout(self, model_id: str, q0, qd0=None, dt: float = 1e-3, *, steps: int | None = None,
+                        controls=None, options=None, param_overrides: dict | None = None,
+                        timeout: float | None = None) -> Trajectory:
+        """Rigid bodies with contact (``simad.contact_rollout``): B envs of a free-body scene for T steps.
+
+        Args:
+            model_id: a contact scene: free bodies (free joints to the world) with sphere, box or
+                capsule geoms, and static geoms on the world body (e.g. a plane).
+            q0: (B, nq) or (nq,) poses, per moving body x y z (m, world) and quaternion w x y z.
+            qd0: (B, nv) or (nv,) per body v (m/s) then w (rad/s), body frame (None: at rest).
+            dt: step, s. steps: T (required without ``controls``).
+            controls: (B, T, nmov, 6) or (T, nmov, 6) world-frame force (N, at the COM) and
+                torque (N m) per moving body, held over each step (None: no applied wrenches).
+            options: ``ContactOptions``, a dict with its keys, or a ``simad.Contact`` (None:
+                impulse mode with time-of-impact correction, the server's defaults).
+            param_overrides: {param name: array} for this call only (e.g. geom_friction).
+
+        Returns:
+            ``Trajectory``: q (B, T+1, nq), qd (B, T+1, nv), u (B, T, nmov, 6) the applied wrenches.
+        """
+        spec = encode.contact_spec(model_id, q0, qd0, dt, steps, controls, options, param_overrides)
+        reply = self._unary(self._simulation.ContactRollout, simulation_pb2.ContactRolloutRequest(rollout=spec), timeout)
+        return results.trajectory(reply)
+
+    def contact_gradient(self, model_id: str, q0, qd0=None, dt: float = 1e-3, q_bar=None, qd_bar=None, *,
+                         cost=None, steps: int | None = None, controls=None, options=None, params=(),
+                         fd_check: bool | float = False, seed: int = 0, param_overrides: dict | None = None,
+                         timeout: float | None = None) -> Gradients:
+        """Reverse mode through a contact rollout: ``simad.contact_vjp`` (cotangents) or, given
+        ``cost``, ``simad.contact_value_and_grad``, with a gradient-quality report.
+
+        Args:
+            model_id, q0, qd0, dt, steps, controls, options, param_overrides: as ``contact_rollout``.
+            q_bar: (B, T+1, nq) cotangent of the configurations. qd_bar: (B, T+1, nv). None: 0.
+            cost: instead of cotangents, a quadratic cost as in ``value_and_grad`` (state and
+                frame terms; a scene has no actuators).
+            params: parameter names to differentiate (ModelInfo.param_names), or "*" for every
+                parameter the contact step depends on (body_mass, body_inertia, body_com,
+                geom_size, geom_friction, geom_restitution, gravity). Default: none.
+            fd_check: also check the gradient by central finite differences along a random unit
+                direction of (q0, qd0, controls) per env (True: step 1e-6; a float: that step).
+            seed: of that direction (>= 0).
+
+        Returns:
+            ``Gradients``: q0 (B, nq), qd0 (B, nv), controls (B, T, nmov, 6), params, loss (B,)
+            with a cost (else None), and ``quality`` (a ``GradientQuality``).
+        """
+        req = gradients_pb2.ContactGradientRequest()
+        encode.contact_spec(model_id, q0, qd0, dt, steps, controls, options, param_overrides, out=req.rollout)
+        encode.set_tensor(req, "q_bar", q_bar, "q_bar")
+        encode.set_tensor(req, "qd_bar", qd_bar, "qd_bar")
+        if cost is not None:
+            encode.cost(cost, req.cost)
+        if params is not None:
+            req.params.extend(encode.names(params, "params")[0])
+        if isinstance(fd_check, str) or fd_check and not isinstance(fd_check, (bool, np.bool_)):
+            encode.set_optional(req, "fd_step", fd_check, "fd_check")  # a float: the step (0.0: no check)
+        req.fd_check = bool(fd_check)
+        req.seed = encode.number(seed, "seed", int)
+        return results.contact_gradients(self._unary(self._gradients.ContactGradient, req, timeout))
+
     # -- gradients --------------------------------------------------------------------------
     def rollout_vjp(self, model_id: str, q0, qd0, controls, dt: float, q_bar=None, qd_bar=None, *,
                     integrator: str = _EULER, gains=None, q_ref=None, qd_ref=None, params=(),
@@ -379,5 +442,5 @@ class Client:
         return ControlSession(self._control.Session, start, metadata=self._metadata, timeout=timeout)
 
 
-__all__ = ["Client", "ControlSession", "FeedbackPlan", "Gradients", "IKResult", "Linearization", "ModelInfo",
-           "Trajectory"]
+__all__ = ["Client", "ContactOptions", "ControlSession", "FeedbackPlan", "GradientQuality", "Gradients", "IKResult",
+           "Linearization", "ModelInfo", "Trajectory"]

@@ -7,6 +7,7 @@ server would, so callers handle one error type whichever side caught the mistake
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from google.protobuf import json_format
@@ -18,6 +19,9 @@ from .proto import control_pb2, gradients_pb2, models_pb2, simulation_pb2, tenso
 
 INTEGRATORS = {"semi_implicit_euler": tensor_pb2.SEMI_IMPLICIT_EULER, "rk4": tensor_pb2.RK4}
 MODES = {"linearization": control_pb2.LINEARIZATION, "plan": control_pb2.FEEDBACK_PLAN}
+CONTACT_MODES = {"impulse": simulation_pb2.IMPULSE, "smooth": simulation_pb2.SMOOTH}
+CONTACT_OPTIONS = ("mode", "iterations", "toi", "baumgarte", "slop", "bounce_threshold", "timeconst", "softness",
+                   "friction_eps")
 COST_FIELDS = (
     "q_weight", "q_ref", "terminal_q_weight", "qd_weight", "qd_ref", "terminal_qd_weight",
     "u_weight", "u_ref", "frames", "frame_weight", "frame_ref", "terminal_frame_weight",
@@ -25,6 +29,35 @@ COST_FIELDS = (
 )  # fmt: skip
 NAME_LISTS = ("frames", "obstacle_frames")
 ITEMSIZE = 8  # bytes per output element assumed when sizing a result (f64 server)
+
+
+@dataclass(frozen=True)
+class ContactOptions:
+    """Contact options of ``Client.contact_rollout`` / ``contact_gradient`` (mirrors ``simad.Contact``;
+    None = the server's default, shown in brackets). A dict with these keys, or any object with
+    these attributes (e.g. a ``simad.Contact``), is accepted as well.
+
+    Attributes:
+        mode: "impulse" (exact impulses with time-of-impact correction) or "smooth" (penalty).
+        iterations: Jacobi sweeps of the impulse solver, 4, 8 or 16 [8].
+        toi: time-of-impact correction of positions (impulse) [True]; False is the naive scheme.
+        baumgarte: fraction of the penetration beyond ``slop`` pushed out per step, [0, 1] [0.2].
+        slop: m, penetration allowed without push-out, also the activation margin [1e-4].
+        bounce_threshold: m/s, approach speed below which restitution is off [0.05].
+        timeconst: s, contact period of the smooth spring, >= 2 dt [0.02].
+        softness: m, width of the softplus on the penetration (smooth) [1e-3].
+        friction_eps: m/s, slip-speed regularisation of smooth friction [1e-3].
+    """
+
+    mode: str = "impulse"
+    iterations: int | None = None
+    toi: bool | None = None
+    baumgarte: float | None = None
+    slop: float | None = None
+    bounce_threshold: float | None = None
+    timeconst: float | None = None
+    softness: float | None = None
+    friction_eps: float | None = None
 
 
 def invalid(message: str, field: str) -> WireError:
@@ -148,6 +181,65 @@ def rollout_spec(model_id: str, q0, qd0, controls, dt, integrator_name: str = "s
             set_tensor(spec.feedback, name, value, name)
     set_optional(spec, "limit_stiffness", limit_stiffness, "limit_stiffness")
     set_optional(spec, "limit_damping", limit_damping, "limit_damping")
+    set_tensors(spec.param_overrides, param_overrides, "param_overrides")
+    return spec
+
+
+def contact_options(value, out: simulation_pb2.ContactOptions | None = None,
+                    field: str = "options") -> simulation_pb2.ContactOptions:
+    """ContactOptions from None (the server's defaults), a ``ContactOptions``, a dict with its
+    keys, any object with its attributes (e.g. ``simad.Contact``) or the message itself."""
+    msg = out if out is not None else simulation_pb2.ContactOptions()
+    if value is None:
+        return msg
+    if isinstance(value, simulation_pb2.ContactOptions):
+        msg.CopyFrom(value)
+        return msg
+    if isinstance(value, Mapping):
+        unknown = sorted(set(map(str, value)) - set(CONTACT_OPTIONS))
+        if unknown:
+            raise invalid(f"unknown key {unknown[0]!r} (expected {', '.join(CONTACT_OPTIONS)})", f"{field}.{unknown[0]}")
+        get = value.get
+    else:
+        get = lambda key, default=None: getattr(value, key, default)  # noqa: E731
+    mode_name = get("mode", None)
+    if mode_name is not None:
+        if not isinstance(mode_name, str) or mode_name not in CONTACT_MODES:
+            raise invalid(f"expected one of {sorted(CONTACT_MODES)}, got {mode_name!r}", f"{field}.mode")
+        msg.mode = CONTACT_MODES[mode_name]
+    iterations = get("iterations", None)
+    if iterations is not None:
+        n = _int(iterations, f"{field}.iterations")
+        if not -(2**31) <= n < 2**31:
+            raise invalid(f"expected 4, 8 or 16, got {n}", f"{field}.iterations")
+        msg.iterations = n
+    toi = get("toi", None)
+    if toi is not None:
+        if not isinstance(toi, (bool, np.bool_)):
+            raise invalid(f"expected a bool, got {toi!r}", f"{field}.toi")
+        msg.toi = bool(toi)
+    for key in CONTACT_OPTIONS[3:]:
+        set_optional(msg, key, get(key, None), f"{field}.{key}")
+    return msg
+
+
+def contact_spec(model_id: str, q0, qd0=None, dt=1e-3, steps=None, controls=None, options=None,
+                 param_overrides: Mapping | None = None, out=None) -> simulation_pb2.ContactRolloutSpec:
+    """The ContactRolloutSpec of contact rollout and gradient requests (arguments as ``Client.contact_rollout``)."""
+    spec = out if out is not None else simulation_pb2.ContactRolloutSpec()
+    spec.model_id = str(model_id)
+    spec.dt = _float(dt, "dt")
+    if q0 is None:
+        raise invalid("required", "q0")
+    set_tensor(spec, "q0", q0, "q0")
+    set_tensor(spec, "qd0", qd0, "qd0")
+    set_tensor(spec, "controls", controls, "controls")
+    if steps is not None:
+        n = _int(steps, "steps")
+        if not 0 <= n < 2**63:
+            raise invalid(f"expected a positive integer, got {n}", "steps")
+        spec.steps = n
+    contact_options(options, spec.options)
     set_tensors(spec.param_overrides, param_overrides, "param_overrides")
     return spec
 

@@ -128,17 +128,42 @@ def assemble_chunks(chunks: Iterable[simulation_pb2.TrajectoryChunk]) -> Traject
 
 
 @dataclass
+class GradientQuality:
+    """How far a contact gradient can be trusted, per env (mirrors ``simad.GradientQuality``).
+
+    Attributes:
+        mode_switches: (B,) int64, contacts that became active or inactive during the rollout.
+        max_growth: (B,) the largest one-step growth factor of the state adjoint's norm.
+        max_growth_step: (B,) int64, the step where it happened (-1: the adjoint stayed zero).
+        fd_directional: (B,) central finite-difference derivative of the loss along a random
+            unit direction of (q0, qd0, controls), or None without ``fd_check``.
+        ad_directional: (B,) the same derivative from the gradient, or None.
+        fd_rel_error: (B,) |fd - ad| / max(|fd|, |ad|, 1e-12), or None.
+    """
+
+    mode_switches: np.ndarray
+    max_growth: np.ndarray
+    max_growth_step: np.ndarray
+    fd_directional: np.ndarray | None = None
+    ad_directional: np.ndarray | None = None
+    fd_rel_error: np.ndarray | None = None
+
+
+@dataclass
 class Gradients:
     """Gradients of a scalar (the loss, or <q_bar, q> + <qd_bar, qd>) with respect to the inputs.
 
     Attributes:
         q0: (B, nq) w.r.t. the initial configurations (coordinates). qd0: (B, nv).
-        controls: (B, T, nu) w.r.t. the controls (the feedforward k_t in closed loop).
+        controls: (B, T, nu) w.r.t. the controls (the feedforward k_t in closed loop); contact
+            gradients: (B, T, nmov, 6) w.r.t. the applied wrenches.
         gains: (B, T, nu, 2 nv) w.r.t. the feedback gains, or None in open loop.
         params: {name: array shaped like ModelInfo.params[name]}, summed over the batch.
-        loss: (B,) per-env loss (``value_and_grad``), else None.
-        norm: global L2 norm before clipping. clipped: whether ``clip_norm`` scaled them.
+        loss: (B,) per-env loss (``value_and_grad``, ``contact_gradient`` with a cost), else None.
+        norm: global L2 norm before clipping. clipped: whether ``clip_norm`` scaled them
+            (contact gradients: 0.0 and False, no clipping).
         checkpoint_every: segment length used (T: no checkpointing).
+        quality: contact gradients only: a ``GradientQuality``, else None.
     """
 
     q0: np.ndarray
@@ -150,6 +175,7 @@ class Gradients:
     norm: float = 0.0
     clipped: bool = False
     checkpoint_every: int = 0
+    quality: GradientQuality | None = None
 
 
 def gradients(g: gradients_pb2.Gradients) -> Gradients:
@@ -157,6 +183,22 @@ def gradients(g: gradients_pb2.Gradients) -> Gradients:
         array(g.q0, "gradients.q0"), array(g.qd0, "gradients.qd0"), array(g.controls, "gradients.controls"),
         optional(g.gains, "gradients.gains"), tensors(g.params, "gradients.params"), optional(g.loss, "gradients.loss"),
         g.norm, g.clipped, g.checkpoint_every,
+    )  # fmt: skip
+
+
+def contact_gradients(g: gradients_pb2.ContactGradients) -> Gradients:
+    """A ContactGradients reply as ``Gradients`` with ``quality`` (checkpoint_every = T, like the engine)."""
+    controls = array(g.controls, "gradients.controls")
+    qy = g.quality
+    quality = GradientQuality(
+        array(qy.mode_switches, "quality.mode_switches"), array(qy.max_growth, "quality.max_growth"),
+        array(qy.max_growth_step, "quality.max_growth_step"), optional(qy.fd_directional, "quality.fd_directional"),
+        optional(qy.ad_directional, "quality.ad_directional"), optional(qy.fd_rel_error, "quality.fd_rel_error"),
+    )  # fmt: skip
+    return Gradients(
+        array(g.q0, "gradients.q0"), array(g.qd0, "gradients.qd0"), controls, None, tensors(g.params, "gradients.params"),
+        optional(g.loss, "gradients.loss"), checkpoint_every=controls.shape[1] if controls.ndim == 4 else 0,
+        quality=quality,
     )  # fmt: skip
 
 
