@@ -203,6 +203,10 @@ def _build_scene(m: Model) -> _Scene:
                              element=f"body '{m.body_names[b]}'", field="joint")
         if m.body_mass[b] <= 0:
             raise ModelError("a moving body needs a positive mass", element=f"body '{m.body_names[b]}'", field="mass")
+        I = m.body_inertia[b]
+        if not np.all(np.isfinite(I)) or np.linalg.eigvalsh(0.5 * (I + I.T)).min() <= 0:
+            raise ModelError("a moving body needs a positive-definite inertia", element=f"body '{m.body_names[b]}'",
+                             field="inertia")
         moving.append(b)
     if not moving:
         raise ModelError("a contact scene needs at least one moving (free) body", element="model", field="bodies")

@@ -227,6 +227,9 @@ def test_bad_input_is_rejected_with_named_fields():
     assert e.value.field == "q0"
     with pytest.raises(simad.ModelError):
         contact_rollout(models.load("cartpole"), np.zeros(2), None, 1e-3, steps=10)
+    with pytest.raises(simad.ModelError) as e:
+        contact_rollout(m.replace(body_inertia=np.zeros((m.nbody, 3, 3))), pose(0, 0, 1), None, 1e-3, steps=2)
+    assert e.value.field == "inertia"
     with pytest.raises(simad.ModelError) as e:  # a bad shape size never reaches the kernels
         b = simad.ModelBuilder("bad")
         b.add_body("x", 0, mass=1.0, inertia=np.eye(3))
