@@ -32,12 +32,16 @@ One step (dt), all envs in parallel:
      bodies with the pre-impact velocity until toi and the post-impact velocity after, so
      x' = x + dt v' - toi (v' - v*) per contact. This makes the end state a continuous function
      of the inputs across the step in which an impact happens, which is what makes the
-     gradient right (DiffTaichi's billiards showed the naive discrete gradient is wrong).
+     gradient right (DiffTaichi's billiards showed the naive discrete gradient is wrong). Only a
+     contact that closes by its own motion (0 < gap < -v_n dt) has an impact time; one already
+     touching, or pushed shut by other contacts (a Newton's cradle), acts from the step's start.
      ``toi=False`` gives the naive scheme, for comparison.
    * ``"smooth"``: a spring-damper along the normal on a softplus of the penetration
-     (width ``softness``), stiffness set by the contact period ``timeconst`` and the pair's
+     (width ``softness``, see ``Contact``), stiffness set by the contact period ``timeconst`` and the pair's
      effective mass (k = m_eff (2 pi / timeconst)^2, like MuJoCo's solref), damping ratio from
-     the restitution (zeta = -ln e / sqrt(pi^2 + ln^2 e), exact for a linear spring-dashpot);
+     the restitution (zeta = -ln e / sqrt(pi^2 + ln^2 e), exact for a linear spring-dashpot; the
+     force is clamped at zero, so bodies separate a little early and bounce a few % higher:
+     apex 0.676 m for e^2 h = 0.64 m);
      friction mu f_n v_t / sqrt(|v_t|^2 + friction_eps^2). Smooth everywhere, so gradients exist
      across contact changes, at the price of soft penetration (~ g timeconst^2 / 4 pi^2) and
      creep under static friction (speed ~ friction_eps x load ratio).
@@ -95,7 +99,11 @@ class Contact:
         slop: m, penetration allowed without push-out; also the activation margin (impulse).
         bounce_threshold: m/s, approach speed below which restitution is off (ramps to full at 2x).
         timeconst: s, contact period of the smooth spring (>= ~3 dt for stability).
-        softness: m, width of the softplus on the penetration (smooth).
+        softness: m, width of the softplus on the penetration (smooth). The softplus pushes
+            before contact: a body of weight m g rests at a gap of about
+            -softness * ln(exp(g timeconst^2 / (4 pi^2 softness)) - 1), i.e. it hovers (by ~2 mm with
+            softness 1e-3 m at the default timeconst) unless softness is below g timeconst^2 / 4 pi^2
+            (1e-4 m at 0.02 s). The default 1e-4 m rests 0.05 mm deep.
         friction_eps: m/s, slip-speed regularisation of smooth friction.
     """
 
@@ -106,7 +114,7 @@ class Contact:
     slop: float = 1e-4
     bounce_threshold: float = 0.05
     timeconst: float = 0.02
-    softness: float = 1e-3
+    softness: float = 1e-4
     friction_eps: float = 1e-3
 
     def validated(self, dt: float) -> Contact:

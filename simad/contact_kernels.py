@@ -492,15 +492,15 @@ def _stage_solve(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti
     op = 4 + 2 * ng + 3 * p
     ga, gb = top[op], top[op + 1]
     ba, bb = top[5 + 2 * ga], top[5 + 2 * gb]
-    mu, e = _coef(prm, top, ga, gb)
-    xa = _com_of(X, t, b, ba)
-    xb = _com_of(X, t, b, bb)
     oV = it * nb * 6
     if True:
         oc = _o_C(nb, nit) + (p * K + k) * CW
         ol = _o_L(nb, nit, P, K) + ((it * P + p) * K + k) * 4
         ol1 = ol + P * K * 4
-        if S[b, oc] > 0.5:
+        if S[b, oc] > 0.5:  # inactive slots (most of them) only clear their impulse slot
+            mu, e = _coef(prm, top, ga, gb)
+            xa = _com_of(X, t, b, ba)
+            xb = _com_of(X, t, b, bb)
             n = ti.Vector([S[b, oc + 2 + c] for c in ti.static(range(3))])
             point = ti.Vector([S[b, oc + 5 + c] for c in ti.static(range(3))])
             ra = point - xa
@@ -568,9 +568,11 @@ def _stage_toi(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti.t
     if True:
         oc = _o_C(nb, nit) + (p * K + k) * CW
         gap = S[b, oc + 1]
-        if S[b, oc] > 0.5 and gap > 0.0:
-            vn = S[b, oc + 8]
-            toi = ti.min(gap / ti.max(-vn, TINY), dt)
+        vn = S[b, oc + 8]
+        # only a contact that closes by its own motion inside the step has an impact time; one
+        # already touching (within slop) or pushed shut by other contacts acts from the start
+        if S[b, oc] > 0.5 and gap > 0.0 and gap < -vn * dt:
+            toi = gap / (-vn)
             ol = _o_L(nb, nit, P, K) + ((nit * P + p) * K + k) * 4
             n = ti.Vector([S[b, oc + 2 + c] for c in ti.static(range(3))])
             point = ti.Vector([S[b, oc + 5 + c] for c in ti.static(range(3))])

@@ -201,8 +201,9 @@ class Core:
         try:
             return await self.run(context, job, key, *args, overrides=overrides, **kwargs)
         except simad.ModelError as e:
-            if overrides and e.field == "mass" and "body_mass" in overrides:
-                raise WireError("INVALID_ARGUMENT", str(e), "rollout.param_overrides[body_mass]") from None
+            param = {"mass": "body_mass", "inertia": "body_inertia"}.get(e.field)
+            if overrides and param in overrides:
+                raise WireError("INVALID_ARGUMENT", str(e), f"rollout.param_overrides[{param}]") from None
             raise WireError("INVALID_ARGUMENT", f"the model is not a contact scene: {e}", "rollout.model_id") from None
         except np.linalg.LinAlgError as e:
             if overrides and "body_inertia" in overrides:
