@@ -27,7 +27,7 @@ PAIR_TYPES = ((PLANE, SPHERE), (PLANE, CAPSULE), (PLANE, BOX), (SPHERE, SPHERE),
 NCFG = 8  # option slots at the start of cfg
 CW = 10  # floats per contact record: active, gap, n (3), point (3), vn_pre, target
 TINY = 1e-12
-SLIP_EPS = 1e-6  # m/s: slip-direction regularisation of the impulse solver's tangential mass
+SLIP_EPS = 1e-6  # m/s: below this slip speed the impulse solver's tangential mass uses a fixed tangent
 PI = 3.141592653589793
 
 arr = ti.types.ndarray
@@ -372,6 +372,16 @@ def _point_vel(S: ti.template(), b, o, body, r):
 
 
 @ti.func
+def _tangent(n):
+    """A unit vector perpendicular to the unit vector n."""
+    a = ti.Vector([1.0, 0.0, 0.0])
+    if ti.abs(n[0]) > 0.8:
+        a = ti.Vector([0.0, 1.0, 0.0])
+    t = a - a.dot(n) * n
+    return t / ti.sqrt(t.dot(t))
+
+
+@ti.func
 def _inv_mass_dir(S: ti.template(), top: ti.template(), b, body, r, d, split, nit):
     out = 0.0
     if body >= 0:
@@ -435,7 +445,9 @@ def _stage_detect(X: ti.template(), prm: ti.template(), cfg: ti.template(), top:
             vn = vrel.dot(n)
             active = 0.0
             target = 0.0
-            if valid == 1 and gap < ti.max(-vn * dt, 0.0) + slop:
+            # active if it closes within the step; the slop band only for slow approaches, so a
+            # fast contact is never taken one step early (it gets its time of impact next step)
+            if valid == 1 and gap < ti.max(-vn * dt, slop):
                 active = 1.0
                 if ba >= 0:
                     ti.atomic_add(cnt[b, ba], 1)
@@ -518,14 +530,20 @@ def _stage_solve(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti
             ln0 = S[b, ol]
             lt0 = ti.Vector([S[b, ol + 1 + c] for c in ti.static(range(3))])
             ln1 = ti.max(ln0 + (S[b, oc + 9] - vn) / inv_n, 0.0)
-            tn = ti.sqrt(vt.dot(vt) + SLIP_EPS * SLIP_EPS)  # bounded d(direction)/d(v_t) near rolling
-            that = vt / tn
+            # a unit slip direction sets the tangential effective mass; below SLIP_EPS (rolling,
+            # resting) any unit tangent does, and the mass then does not depend on v_t at all
+            vt2 = vt.dot(vt)
+            that = _tangent(n)
+            if vt2 > SLIP_EPS * SLIP_EPS:
+                that = vt / ti.sqrt(vt2)
             inv_t = _inv_mass_dir(S, top, b, ba, ra, that, sa, nit) + _inv_mass_dir(S, top, b, bb, rb, that, sbb, nit)
-            lt1 = lt0 - vt / inv_t
-            ltn = ti.sqrt(lt1.dot(lt1) + TINY * TINY)
-            cap = mu * ln1
-            if ltn > cap:
-                lt1 = lt1 * (cap / ltn)
+            lt1 = ti.Vector([0.0, 0.0, 0.0])
+            if mu > 1e-9:  # frictionless pairs carry no tangential impulse (and no gradient)
+                lt1 = lt0 - vt / inv_t
+                ltn = ti.sqrt(lt1.dot(lt1) + TINY * TINY)
+                cap = mu * ln1
+                if ltn > cap:
+                    lt1 = lt1 * (cap / ltn)
             S[b, ol1] = ln1
             for c in ti.static(range(3)):
                 S[b, ol1 + 1 + c] = lt1[c]
