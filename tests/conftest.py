@@ -1,7 +1,8 @@
 """Shared fixtures: the runtime (CPU, f64) and seeded random generators.
 
-Before anything else the session compiles every serial (small-batch) service kernel once in a subprocess that
-exits (Taichi writes its offline cache at exit): this process, the server workers and the
+Before anything else the session compiles, in two subprocesses side by side that then exit
+(Taichi writes its offline cache at exit), every serial (small-batch) service kernel and the
+kernels several later processes share (see _SHARED): this process, the server workers and the
 demo then load kernels instead of each compiling them cold (on a fresh machine that is the
 difference between one compile and five). Set SIMAD_TEST_PREWARM=0 to skip it.
 """
@@ -22,12 +23,44 @@ os.environ.setdefault("SIMAD_ARCH", "cpu")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Kernels that several processes of the session would otherwise each compile cold: the
+# parallel linearize variant (in-process iLQR tests, the demo's and examples' servers) and the
+# contact kernels of the service tests' scene (plane, sphere, box), both modes.
+_SHARED = r"""
+import numpy as np, simad
+simad.init(arch="cpu", precision="f64")
+b = simad.ModelBuilder("prewarm")
+b.add_body("ball", 0, mass=1.0, inertia=(4e-3, 4e-3, 4e-3))
+b.add_body("box", 0, mass=2.0, inertia=(1.3e-2, 1.3e-2, 1.3e-2))
+b.add_joint("ball", "ball_free", type="free")
+b.add_joint("box", "box_free", type="free")
+b.add_geom(0, "plane", name="floor")
+b.add_geom("ball", "sphere", size=(0.1,), name="ball_g")
+b.add_geom("box", "box", size=(0.1, 0.1, 0.1), name="box_g")
+s = b.finalize()
+q0 = np.array([0, 0, 0.1, 1, 0, 0, 0, 0.5, 0, 0.1, 1, 0, 0, 0.0])
+for mode in ("impulse", "smooth"):
+    c = simad.Contact(mode=mode)
+    simad.contact_vjp(s, q0, None, 1e-3, np.ones((1, 3, 14)), steps=2, contact=c)
+    simad.contact_rollout(s, np.tile(q0, (2, 1)), None, 1e-3, steps=2, contact=c)
+"""
+
+
 def _prewarm() -> None:
     if os.environ.get("SIMAD_TEST_PREWARM", "1") == "0":
         return
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("", "server", "clients/python")))
-    code = "import simad; simad.init(arch='cpu', precision='f64'); from simad_server.jobs import warmup; warmup('serial')"
-    subprocess.run([sys.executable, "-c", code], env=env, timeout=1800, capture_output=True)  # best effort
+    serial = ("import numpy as np, simad; simad.init(arch='cpu', precision='f64'); from simad_server.jobs import warmup; "
+              "warmup('serial'); from simad import models; z = np.zeros((16, 2)); "
+              "simad.linearize(models.planar_chain(2), z, z, z, 0.01)")
+    # two compiling processes, one per core; Taichi's offline cache merges their writes under a lock
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for code in (serial, _SHARED)]
+    for p in procs:  # best effort: a failure here only means later compiles
+        try:
+            p.wait(timeout=1800)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 @pytest.fixture(scope="session", autouse=True)
