@@ -180,7 +180,6 @@ class _Scene:
     bodies: np.ndarray  # (nb,) model body ids of the moving bodies
     qadr: np.ndarray
     vadr: np.ndarray
-    geoms: np.ndarray  # (ng,) model geom ids used (all of them)
     top: np.ndarray  # int32 layout, see contact_kernels
     geo: np.ndarray  # (ng, 12) static geometry: pos, rot (moving geoms: in the body frame)
     npair: int
@@ -260,7 +259,7 @@ def _build_scene(m: Model) -> _Scene:
     top = np.concatenate([[ng, len(moving), len(pairs), kmax], np.stack([gtype, gbody], 1).reshape(-1),
                           np.array(pairs, np.int32).reshape(-1), np.stack([qadr, vadr], 1).reshape(-1),
                           np.array(slots, np.int32).reshape(-1)]).astype(np.int32)
-    return _Scene(np.array(moving, np.int32), qadr, vadr, np.arange(ng), top, geo, len(pairs), kmax, len(slots),
+    return _Scene(np.array(moving, np.int32), qadr, vadr, top, geo, len(pairs), kmax, len(slots),
                   tuple(groups))
 
 
@@ -495,7 +494,7 @@ def _reverse(inp: _Inputs, cot, params, quality: bool):
     growth_step = np.full(B, -1, np.int64)
     prev = ti.ndarray(ti.i32, (B, max(sc.nslot, 1)))
     nsw = ti.ndarray(ti.i32, (B,))
-    P, dt = sc.nslot, inp.dt
+    ns, dt = sc.nslot, inp.dt
     G = np.zeros((T + 1, B), dtype)
     for t in reversed(range(T)):
         # recompute the scratch of step t, then its adjoint, stage by stage in reverse
@@ -505,11 +504,11 @@ def _reverse(inp: _Inputs, cot, params, quality: bool):
         if quality:
             K.switches_kernel(S, top, prev, nsw, sc.nslot, nit, int(t < T - 1))
         for it in range(nit):
-            K.iter_kernel(X, prm, top, S, cnt, t, P, it, nit, mode)
-        K.post_kernel(X, prm, top, S, t, P, dt, nit, mode, toi)  # its sums W enter products (d/d mass)
-        K.post_kernel.grad(X, prm, top, S, t, P, dt, nit, mode, toi)
+            K.iter_kernel(X, prm, top, S, cnt, t, ns, it, nit, mode)
+        K.post_kernel(X, prm, top, S, t, ns, dt, nit, mode, toi)  # its sums W enter products (d/d mass)
+        K.post_kernel.grad(X, prm, top, S, t, ns, dt, nit, mode, toi)
         for it in reversed(range(nit)):
-            K.iter_kernel.grad(X, prm, top, S, cnt, t, P, it, nit, mode)
+            K.iter_kernel.grad(X, prm, top, S, cnt, t, ns, it, nit, mode)
         for ta, tb, s0, s1 in reversed(sc.groups):
             K.detect_kernel.grad(X, prm, cfg, top, S, cnt, t, s0, s1, dt, nit, mode, toi, ta, tb)
         K.init_kernel.grad(X, U, prm, top, S, cnt, t, dt, nit)
