@@ -213,8 +213,8 @@ def _build_scene(m: Model) -> _Scene:
                              element=f"body '{m.body_names[b]}'", field="joint")
         if m.body_mass[b] <= 0:
             raise ModelError("a moving body needs a positive mass", element=f"body '{m.body_names[b]}'", field="mass")
-        I = m.body_inertia[b]
-        if not np.all(np.isfinite(I)) or np.linalg.eigvalsh(0.5 * (I + I.T)).min() <= 0:
+        inertia = m.body_inertia[b]
+        if not np.all(np.isfinite(inertia)) or np.linalg.eigvalsh(0.5 * (inertia + inertia.T)).min() <= 0:
             raise ModelError("a moving body needs a positive-definite inertia", element=f"body '{m.body_names[b]}'",
                              field="inertia")
         moving.append(b)
