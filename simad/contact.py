@@ -550,11 +550,10 @@ def _finish(inp, gq0, gqd0, gu, gp, value, quality, fd_check, loss_fn, rng):
         dq = rng.normal(size=gq0.shape)
         dv = rng.normal(size=gqd0.shape)
         du = rng.normal(size=gu.shape)
-        for i, qa in enumerate(inp.scene.qadr):  # keep quaternion directions tangent
+        for qa in inp.scene.qadr:  # keep quaternion directions tangent
             quat = inp.q0[:, qa + 3: qa + 7]
             quat = quat / np.linalg.norm(quat, axis=1, keepdims=True)
             dq[:, qa + 3: qa + 7] -= np.sum(dq[:, qa + 3: qa + 7] * quat, axis=1, keepdims=True) * quat
-            del i
         nrm = np.sqrt(np.sum(dq ** 2, axis=1) + np.sum(dv ** 2, axis=1) + np.sum(du ** 2, axis=(1, 2, 3)))
         dq, dv, du = dq / nrm[:, None], dv / nrm[:, None], du / nrm[:, None, None, None]
         h = float(fd_check) if not isinstance(fd_check, bool) else 1e-6

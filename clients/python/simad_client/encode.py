@@ -60,6 +60,17 @@ class ContactOptions:
     friction_eps: float | None = None
 
 
+
+def _getter(value, allowed, field: str):
+    """``get(key, default)`` over a dict (unknown keys refused, naming ``field.<key>``) or over
+    any object's attributes."""
+    if isinstance(value, Mapping):
+        unknown = sorted(set(map(str, value)) - set(allowed))
+        if unknown:
+            raise invalid(f"unknown key {unknown[0]!r} (expected {', '.join(allowed)})", f"{field}.{unknown[0]}")
+        return value.get
+    return lambda key, default=None: getattr(value, key, default)
+
 def invalid(message: str, field: str) -> WireError:
     return WireError("INVALID_ARGUMENT", message, field)
 
@@ -136,13 +147,7 @@ def cost(value, out: gradients_pb2.QuadraticCost | None = None, field: str = "co
     if isinstance(value, gradients_pb2.QuadraticCost):
         msg.CopyFrom(value)
         return msg
-    if isinstance(value, Mapping):
-        unknown = sorted(set(map(str, value)) - set(COST_FIELDS))
-        if unknown:
-            raise invalid(f"unknown key {unknown[0]!r} (expected {', '.join(COST_FIELDS)})", f"{field}.{unknown[0]}")
-        get = value.get
-    else:
-        get = lambda key, default=None: getattr(value, key, default)  # noqa: E731
+    get = _getter(value, COST_FIELDS, field)
     for key in COST_FIELDS:
         item = get(key, None)
         if key in NAME_LISTS:
@@ -195,13 +200,7 @@ def contact_options(value, out: simulation_pb2.ContactOptions | None = None,
     if isinstance(value, simulation_pb2.ContactOptions):
         msg.CopyFrom(value)
         return msg
-    if isinstance(value, Mapping):
-        unknown = sorted(set(map(str, value)) - set(CONTACT_OPTIONS))
-        if unknown:
-            raise invalid(f"unknown key {unknown[0]!r} (expected {', '.join(CONTACT_OPTIONS)})", f"{field}.{unknown[0]}")
-        get = value.get
-    else:
-        get = lambda key, default=None: getattr(value, key, default)  # noqa: E731
+    get = _getter(value, CONTACT_OPTIONS, field)
     mode_name = get("mode", None)
     if mode_name is not None:
         if not isinstance(mode_name, str) or mode_name not in CONTACT_MODES:
