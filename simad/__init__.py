@@ -21,6 +21,7 @@ from .model import GeomType, JointType, Model, ModelBuilder
 from .model.mjcf import load_mjcf
 from .model.urdf import load_urdf
 from .mpc import Plan, ilqr
+from .policy import MLPPolicy
 from .rollout import Trajectory, rollout
 from .runtime import config as runtime_config
 from .runtime import init
@@ -38,6 +39,7 @@ __all__ = [
     "IKResult",
     "InputError",
     "JointType",
+    "MLPPolicy",
     "Model",
     "ModelBuilder",
     "ModelError",

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import taichi as ti
 
-from .adjoint import NG, NPB, conj, integrate_vjp, normalize_vjp, q4, quat_log_vjp, aba_solve, rnea_adjoint
+from .adjoint import NG, NPB, aba_solve, conj, integrate_vjp, normalize_vjp, q4, quat_log_vjp, rnea_adjoint
 from .dynamics import _dof, rnea_env
 from .dynamics import device as dyn_device
 from .errors import InputError
 from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW
 from .kinematics import device as kin_device
 from .model.model import Model
+from .policy import MLPPolicy, policy_vjp
 from .rollout import (
     LIMIT_DAMPING,
     LIMIT_STIFFNESS,
@@ -218,7 +219,9 @@ def _carry(src: ti.template(), cot: ti.template(), dst: ti.template(), b, t, own
 @ti.kernel
 def _reverse_kernel(qs: ti.types.ndarray(ndim=3), vs: ti.types.ndarray(ndim=3), ff: ti.types.ndarray(ndim=3),
                     K: ti.types.ndarray(ndim=4), xq: ti.types.ndarray(ndim=3), xv: ti.types.ndarray(ndim=3),
-                    cq: ti.types.ndarray(ndim=3), cv: ti.types.ndarray(ndim=3), cu: ti.types.ndarray(ndim=3),
+                    pol: ti.types.ndarray(ndim=2), th: ti.types.ndarray(ndim=1), hw: ti.types.ndarray(ndim=2),
+                    thb: ti.types.ndarray(ndim=2), cq: ti.types.ndarray(ndim=3), cv: ti.types.ndarray(ndim=3),
+                    cu: ti.types.ndarray(ndim=3),
                     topo: ti.types.ndarray(ndim=2), geo: ti.types.ndarray(ndim=2), dyn: ti.types.ndarray(ndim=2),
                     dof: ti.types.ndarray(ndim=2), act: ti.types.ndarray(ndim=2), lim: ti.types.ndarray(ndim=2),
                     pose: ti.types.ndarray(ndim=3), S: ti.types.ndarray(ndim=3), G: ti.types.ndarray(ndim=3),
@@ -251,7 +254,7 @@ def _reverse_kernel(qs: ti.types.ndarray(ndim=3), vs: ti.types.ndarray(ndim=3), 
                     q0w[b, k] = qs[b, t, k]
                 for d in range(nv):
                     v0w[b, d] = vs[b, t, d]
-                controls_env(topo, ff, K, xq, xv, q0w, v0w, uw, dx, b, tt, closed)
+                controls_env(topo, ff, K, xq, xv, pol, th, hw, q0w, v0w, uw, dx, b, tt, closed)
                 for a in range(nu):
                     ub[b, a] = cu[b, t, a]
                 step_vjp(topo, geo, dyn, dof, act, lim, pose, S, G, qw, vw, uw, tw, aw, q0w, v0w, ks, lam, qsb, vsb,
@@ -259,8 +262,10 @@ def _reverse_kernel(qs: ti.types.ndarray(ndim=3), vs: ti.types.ndarray(ndim=3), 
                 # the controls
                 for a in range(nu):
                     ffb[b, tt, a] = ub[b, a]
-                if closed:
+                if closed == 1:
                     feedback_vjp(topo, K, xq, q0w, dx, ub, Kb, dxb, qbt, vbt, b, tt)
+                elif closed == 2:
+                    policy_vjp(topo, pol, th, q0w, hw, ub, thb, qbt, vbt, b)
                 own = t > 0 or add_first  # a segment's first state belongs to the previous one
                 bad = _carry(qbt, cq, qb, b, t, own) + _carry(vbt, cv, vb, b, t, own)
                 if bad:
@@ -289,6 +294,7 @@ class Gradients:
             down to ``clip_norm``.
         checkpoint_every: K, the segment length used (T when the full trajectory fit).
         quality: contact gradients only: a ``simad.GradientQuality`` report, else None.
+        policy: (P,) w.r.t. the ``MLPPolicy`` weights, summed over the envs, or None.
     """
 
     q0: np.ndarray
@@ -301,6 +307,7 @@ class Gradients:
     clipped: bool = False
     checkpoint_every: int = 0
     quality: object | None = None
+    policy: np.ndarray | None = None
 
 
 def _segment_bytes(B, nq, nv, nu, isz):
@@ -400,7 +407,7 @@ def _reverse(inp, cotangents, params, memory_budget, checkpoint_every, clip_norm
     names = _param_names(m, params)
     nup = inp.ff.shape[2]
     K = choose_segment(T, B, m.nq, m.nv, nup, np.dtype(dtype).itemsize, memory_budget, checkpoint_every)
-    work = _Work(m, B, dtype)
+    work = _Work(m, B, dtype, inp.hsize)
     kd, dd, cd = kin_device(m), dyn_device(m), device(m)
     G = np.zeros((B, m.nbody, NG), dtype)
     nv = m.nv
@@ -414,6 +421,7 @@ def _reverse(inp, cotangents, params, memory_budget, checkpoint_every, clip_norm
     pbar = np.zeros((B, m.nbody, NPB), dtype)
     dofbar = np.zeros((B, max(nv, 1), 2), dtype)
     gearbar = np.zeros((B, nup), dtype)
+    thb = np.zeros((B, inp.theta.size) if inp.policy is not None else (1, 1), dtype)
     status = np.zeros((B, 2), np.int32)
     value = np.zeros(B, np.float64)
     have_value = False
@@ -435,10 +443,11 @@ def _reverse(inp, cotangents, params, memory_budget, checkpoint_every, clip_norm
         if val is not None:
             value += val
             have_value = True
-        _reverse_kernel(qs, vs, inp.ff, inp.K, inp.xq, inp.xv, cq, cv, cu, kd["topo"], kd["geo"], dd["dyn"],
+        _reverse_kernel(qs, vs, inp.ff, inp.K, inp.xq, inp.xv, inp.pol, inp.theta, work.hw, thb, cq, cv, cu,
+                        kd["topo"], kd["geo"], dd["dyn"],
                         _dof(dd), cd["act"], cd["lim"], work.pose, work.S, G, work.qw, work.vw, work.uw, work.tw,
                         work.aw, work.q0w, work.v0w, work.dx, work.ks, lam, qsb, vsb, qbt, vbt, ub, dxb, kb, qb, vb,
-                        ffb, Kb, pbar, dofbar, gearbar, status, t0, n, inp.dt, inp.rk4, int(inp.closed),
+                        ffb, Kb, pbar, dofbar, gearbar, status, t0, n, inp.dt, inp.rk4, inp.mode,
                         int(t0 == 0), inp.kl, inp.dl, B < SERIAL_BELOW)
         raise_status(status, "gradient")
     f64 = dict(dtype=np.float64, copy=False)
@@ -446,7 +455,9 @@ def _reverse(inp, cotangents, params, memory_budget, checkpoint_every, clip_norm
                   Kb[:, :, : m.nu].astype(**f64) if inp.closed else None,
                   _params_dict(m, pbar, dofbar, gearbar, names), value if have_value else None,
                   checkpoint_every=K)
-    parts = [g.q0, g.qd0, g.controls] + ([g.gains] if g.gains is not None else []) + list(g.params.values())
+    if inp.policy is not None:
+        g.policy = thb.sum(0, dtype=np.float64)
+    parts = [g.q0, g.qd0, g.controls] + [p for p in (g.gains, g.policy) if p is not None] + list(g.params.values())
     g.norm = float(np.sqrt(sum(float(np.dot(p.ravel(), p.ravel())) for p in parts)))  # no (B, T, nu) temporary
     if clip_norm is not None:
         c = float(clip_norm)
@@ -456,6 +467,7 @@ def _reverse(inp, cotangents, params, memory_budget, checkpoint_every, clip_norm
             f = c / g.norm
             g.q0, g.qd0, g.controls = g.q0 * f, g.qd0 * f, g.controls * f
             g.gains = g.gains * f if g.gains is not None else None
+            g.policy = g.policy * f if g.policy is not None else None
             g.params = {k: v * f for k, v in g.params.items()}
             g.clipped = True
     return g
@@ -465,7 +477,8 @@ def rollout_vjp(model: Model, q0, qd0, controls, dt: float, q_bar=None, qd_bar=N
                 integrator: str = "semi_implicit_euler", gains=None, q_ref=None, qd_ref=None, params=None,
                 memory_budget: float | None = None, checkpoint_every: int | None = None,
                 clip_norm: float | None = None, limit_stiffness: float = LIMIT_STIFFNESS,
-                limit_damping: float = LIMIT_DAMPING) -> Gradients:
+                limit_damping: float = LIMIT_DAMPING, policy: MLPPolicy | None = None,
+                steps: int | None = None) -> Gradients:
     """Reverse-mode product of a rollout: the gradient of sum <q_bar, q> + <qd_bar, qd> over the
     trajectory ``rollout(model, q0, qd0, controls, dt, ...)`` would return.
 
@@ -479,11 +492,14 @@ def rollout_vjp(model: Model, q0, qd0, controls, dt: float, q_bar=None, qd_bar=N
         checkpoint_every: force a segment length K instead.
         clip_norm: if given, scale every gradient down so their global L2 norm is at most this
             (``Gradients.clipped`` and ``Gradients.norm`` report it).
+        policy, steps: as ``rollout``; with a policy, ``Gradients.policy`` holds the gradient
+            w.r.t. its weights.
 
     Returns:
         ``Gradients``.
     """
-    inp = prepare(model, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limit_stiffness, limit_damping)
+    inp = prepare(model, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limit_stiffness, limit_damping,
+                  steps, policy)
     B, T, dtype = inp.B, inp.T, inp.q0.dtype
     from .validate import as_array
 
@@ -503,7 +519,8 @@ def rollout_vjp(model: Model, q0, qd0, controls, dt: float, q_bar=None, qd_bar=N
 def value_and_grad(model: Model, q0, qd0, controls, dt: float, cost, *, integrator: str = "semi_implicit_euler",
                    gains=None, q_ref=None, qd_ref=None, params=None, memory_budget: float | None = None,
                    checkpoint_every: int | None = None, clip_norm: float | None = None,
-                   limit_stiffness: float = LIMIT_STIFFNESS, limit_damping: float = LIMIT_DAMPING) -> Gradients:
+                   limit_stiffness: float = LIMIT_STIFFNESS, limit_damping: float = LIMIT_DAMPING,
+                   policy: MLPPolicy | None = None, steps: int | None = None) -> Gradients:
     """The loss of a rollout under a built-in ``QuadraticCost`` and its gradient, without
     shipping the trajectory. Arguments as ``rollout_vjp``; ``Gradients.loss`` holds the loss
     per env (B,); the gradient is of the sum over envs (each env's inputs only affect its own
@@ -512,7 +529,8 @@ def value_and_grad(model: Model, q0, qd0, controls, dt: float, cost, *, integrat
 
     if not isinstance(cost, QuadraticCost):
         raise InputError("cost", f"expected a simad.QuadraticCost, got {type(cost).__name__}")
-    inp = prepare(model, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limit_stiffness, limit_damping)
+    inp = prepare(model, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limit_stiffness, limit_damping,
+                  steps, policy)
     bound = cost.bind(model, inp.B, inp.T)
 
     def cot(t0, qs, vs, us):

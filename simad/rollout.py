@@ -3,6 +3,7 @@
 One step (zero-order hold on the control over the step):
 
     u     = k_t + K_t (x_t (-) xref_t)            closed loop (open loop: u = k_t = controls[t])
+    u     = k_t + pi_theta(x_t)                   with an MLP policy (``policy.py``)
     tau   = gear * clip(u, ctrlrange) + tau_limit(q, qd)
     a     = ABA(q, qd, tau)                      (damping and armature inside, see dynamics.py)
     semi-implicit Euler:  qd' = qd + dt a,  q' = q (+) dt qd'
@@ -33,6 +34,7 @@ from .errors import InputError, ModelError, NonFiniteError
 from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW
 from .kinematics import device as kin_device
 from .model.model import JointType, Model
+from .policy import MLPPolicy, policy_env
 from .tmath import quat_log, quat_mul, quat_to_mat
 from .validate import as_array, as_batch
 
@@ -70,12 +72,16 @@ def device(model: Model) -> dict:
 # ---------------------------------------------------------------------------------------------
 @ti.func
 def controls_env(topo: ti.template(), ff: ti.template(), K: ti.template(), xq: ti.template(), xv: ti.template(),
-                 qw: ti.template(), vw: ti.template(), uw: ti.template(), dx: ti.template(), b, tt, closed):
-    """uw[b] = ff[b, tt] (+ K[b, tt] (x (-) xref[b, tt]) when closed); dx[b] keeps x (-) xref."""
+                 pol: ti.template(), th: ti.template(), hw: ti.template(), qw: ti.template(), vw: ti.template(),
+                 uw: ti.template(), dx: ti.template(), b, tt, closed):
+    """uw[b] = ff[b, tt] (+ K[b, tt] (x (-) xref[b, tt]) when closed == 1, dx[b] keeps x (-) xref;
+    + the MLP policy of ``policy.py`` when closed == 2, hw[b] keeps its activations)."""
     nu = uw.shape[1]
     for a in range(nu):
         uw[b, a] = ff[b, tt, a]
-    if closed:
+    if closed == 2:
+        policy_env(topo, pol, th, qw, vw, uw, hw, b)
+    if closed == 1:
         nbody, nv = topo[0, 2], topo[0, 3]
         for i in range(1, nbody):
             jt, qa, va = topo[i, 1], topo[i, 2], topo[i, 3]
@@ -176,6 +182,7 @@ def step_env(topo: ti.template(), geo: ti.template(), dyn: ti.template(), dof: t
 @ti.kernel
 def _rollout_kernel(q0: ti.types.ndarray(ndim=2), v0: ti.types.ndarray(ndim=2), ff: ti.types.ndarray(ndim=3),
                     K: ti.types.ndarray(ndim=4), xq: ti.types.ndarray(ndim=3), xv: ti.types.ndarray(ndim=3),
+                    pol: ti.types.ndarray(ndim=2), th: ti.types.ndarray(ndim=1), hw: ti.types.ndarray(ndim=2),
                     topo: ti.types.ndarray(ndim=2), geo: ti.types.ndarray(ndim=2), dyn: ti.types.ndarray(ndim=2),
                     dof: ti.types.ndarray(ndim=2), act: ti.types.ndarray(ndim=2), lim: ti.types.ndarray(ndim=2),
                     pose: ti.types.ndarray(ndim=3), S: ti.types.ndarray(ndim=3), qw: ti.types.ndarray(ndim=2),
@@ -199,7 +206,7 @@ def _rollout_kernel(q0: ti.types.ndarray(ndim=2), v0: ti.types.ndarray(ndim=2), 
         status[b, 1] = 0
         for t in range(T):
             if status[b, 0] == 0:
-                controls_env(topo, ff, K, xq, xv, qw, vw, uw, dx, b, t0 + t, closed)
+                controls_env(topo, ff, K, xq, xv, pol, th, hw, qw, vw, uw, dx, b, t0 + t, closed)
                 bad = 0
                 for a in range(nu):
                     if store_u:
@@ -237,7 +244,8 @@ class Trajectory:
         q: (B, T+1, nq) configurations (free joints: position m, quaternion w-first).
         qd: (B, T+1, nv) velocities (free joints: body frame, linear then angular).
         u: (B, T, nu) the controls applied at each step, before clipping to the control range
-            (open loop: the given controls; closed loop: k_t + K_t (x_t (-) xref_t)).
+            (open loop: the given controls; closed loop: k_t + K_t (x_t (-) xref_t); with a
+            policy: k_t + pi(x_t)).
         dt: the step, s. integrator: its name.
     """
 
@@ -267,6 +275,15 @@ class _Inputs:
     dl: float
     B: int
     T: int
+    policy: MLPPolicy | None = None
+    pol: np.ndarray | None = None  # the policy's kernel arrays (see MLPPolicy.pack), or 1-element dummies
+    theta: np.ndarray | None = None
+    hsize: int = 0
+
+    @property
+    def mode(self) -> int:
+        """The kernels' control law: 0 open loop, 1 affine feedback, 2 MLP policy."""
+        return 1 if self.closed else (2 if self.policy is not None else 0)
 
 
 def _check_model(model: Model):
@@ -300,7 +317,7 @@ def _per_env(x, B, T, width, name, dims=1):
 
 
 def prepare(model, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limit_stiffness, limit_damping,
-            horizon=None) -> _Inputs:
+            horizon=None, policy=None) -> _Inputs:
     _check_model(model)
     q0b, _ = as_batch(model, q0, "q0")
     v0b, _ = as_batch(model, qd0, "qd0", model.nv)
@@ -325,14 +342,17 @@ def prepare(model, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limi
     nu = model.nu
     if c is None:
         if horizon is None:
-            raise InputError("controls", "expected an array (B, T, nu) or (T, nu); got None")
-        T = int(horizon)
+            raise InputError("controls", "expected an array (B, T, nu) or (T, nu); got None (or give steps=T)")
+        try:
+            T = int(horizon)
+        except (TypeError, ValueError):
+            raise InputError("steps", f"expected an integer horizon, got {horizon!r}") from None
     else:
         if c.ndim not in (2, 3):
             raise InputError("controls", f"expected shape (B, T, {nu}) or (T, {nu}), got {c.shape}")
         T = c.shape[-2]
     if T < 1 or T > MAX_STEPS:
-        raise InputError("controls", f"horizon T must be in [1, {MAX_STEPS}], got {T}")
+        raise InputError("controls" if c is not None else "steps", f"horizon T must be in [1, {MAX_STEPS}], got {T}")
     nbytes = B * (T + 1) * (model.nq + model.nv + model.nu) * np.dtype(runtime.real_dtype()).itemsize
     if nbytes > MAX_BYTES:
         raise InputError("controls", f"B={B} x T={T} needs {nbytes / 2**30:.1f} GiB of trajectory, over the "
@@ -361,13 +381,24 @@ def prepare(model, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limi
         K = np.zeros((1, 1, 1, 1), dtype)
         xq = np.zeros((1, 1, 1), dtype)
         xv = np.zeros((1, 1, 1), dtype)
-    return _Inputs(model, q0b, v0b, ff, K, xq, xv, closed, dt, INTEGRATORS[integrator], integrator, kl, dl, B, T)
+    inp = _Inputs(model, q0b, v0b, ff, K, xq, xv, closed, dt, INTEGRATORS[integrator], integrator, kl, dl, B, T)
+    if policy is not None:
+        if not isinstance(policy, MLPPolicy):
+            raise InputError("policy", f"expected a simad.MLPPolicy, got {type(policy).__name__}")
+        if closed:
+            raise InputError("policy", "a rollout takes either a policy or affine feedback gains, not both")
+        policy.check(model)
+        inp.policy = policy
+        inp.pol, inp.theta, inp.hsize = policy.pack(dtype)
+    else:
+        inp.pol, inp.theta = np.zeros((1, 6), dtype), np.zeros(1, dtype)
+    return inp
 
 
 class _Work:
     """Per-env work buffers of the step kernels (reused within a call)."""
 
-    def __init__(self, model: Model, B: int, dtype):
+    def __init__(self, model: Model, B: int, dtype, hsize: int = 0):
         nq, nv, nu = model.nq, model.nv, max(model.nu, 1)
         self.pose = np.zeros((B, model.nframe, 12), dtype)
         self.S = np.zeros((B, model.nbody, _NS), dtype)
@@ -376,6 +407,7 @@ class _Work:
         self.uw = np.zeros((B, nu), dtype)
         self.dx = np.zeros((B, 2 * nv), dtype)
         self.ks = np.zeros((B, 9, nv), dtype)
+        self.hw = np.zeros((B, 2 * hsize) if hsize else (1, 1), dtype)  # policy activations, cotangents
 
 
 def run_forward(inp: _Inputs, q0, v0, t0: int, T: int, every: int, store_u: bool, work: _Work | None = None):
@@ -389,11 +421,11 @@ def run_forward(inp: _Inputs, q0, v0, t0: int, T: int, every: int, store_u: bool
     vs = np.empty((B, rows, m.nv), dtype)
     us = np.empty((B, T, inp.ff.shape[2]), dtype) if store_u else np.zeros((1, 1, 1), dtype)
     status = np.zeros((B, 2), np.int32)
-    w = work or _Work(m, B, dtype)
+    w = work or _Work(m, B, dtype, inp.hsize)
     k, d, c = kin_device(m), dyn_device(m), device(m)
-    _rollout_kernel(q0, v0, inp.ff, inp.K, inp.xq, inp.xv, k["topo"], k["geo"], d["dyn"], _dof(d), c["act"],
-                    c["lim"], w.pose, w.S, w.qw, w.vw, w.uw, w.tw, w.aw, w.q0w, w.v0w, w.dx, w.ks, qs, vs, us,
-                    status, t0, T, every, inp.dt, inp.rk4, int(inp.closed), int(store_u), inp.kl, inp.dl,
+    _rollout_kernel(q0, v0, inp.ff, inp.K, inp.xq, inp.xv, inp.pol, inp.theta, w.hw, k["topo"], k["geo"], d["dyn"],
+                    _dof(d), c["act"], c["lim"], w.pose, w.S, w.qw, w.vw, w.uw, w.tw, w.aw, w.q0w, w.v0w, w.dx, w.ks, qs, vs, us,
+                    status, t0, T, every, inp.dt, inp.rk4, inp.mode, int(store_u), inp.kl, inp.dl,
                     B < SERIAL_BELOW)
     return qs, vs, (us if store_u else None), status
 
@@ -411,7 +443,8 @@ def raise_status(status: np.ndarray, what: str = "rollout"):
 
 def rollout(model: Model, q0, qd0, controls, dt: float, integrator: str = "semi_implicit_euler", *, gains=None,
             q_ref=None, qd_ref=None, limit_stiffness: float = LIMIT_STIFFNESS,
-            limit_damping: float = LIMIT_DAMPING) -> Trajectory:
+            limit_damping: float = LIMIT_DAMPING, policy: MLPPolicy | None = None,
+            steps: int | None = None) -> Trajectory:
     """Simulates B envs for T steps in one kernel launch.
 
     Args:
@@ -428,6 +461,9 @@ def rollout(model: Model, q0, qd0, controls, dt: float, integrator: str = "semi_
         q_ref: (B, T, nq) or (T, nq) reference configurations (required with gains).
         qd_ref: (B, T, nv) or (T, nv) reference velocities (zero if omitted).
         limit_stiffness, limit_damping: soft joint-limit spring (N m/rad) and damper (N m s/rad).
+        policy: optional ``simad.MLPPolicy``: u_t = controls_t + pi(x_t), evaluated inside the
+            fused kernel (not together with gains).
+        steps: the horizon T when ``controls`` is None (zero feedforward, e.g. a pure policy).
 
     Returns:
         A ``Trajectory`` with q (B, T+1, nq), qd (B, T+1, nv) and the applied u (B, T, nu).
@@ -436,7 +472,8 @@ def rollout(model: Model, q0, qd0, controls, dt: float, integrator: str = "semi_
         InputError: a malformed argument (the field is named). NonFiniteError: the simulation
         produced NaN or inf (first env, step and field).
     """
-    inp = prepare(model, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limit_stiffness, limit_damping)
+    inp = prepare(model, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limit_stiffness, limit_damping,
+                  steps, policy)
     qs, vs, us, status = run_forward(inp, inp.q0, inp.v0, 0, inp.T, 1, True)
     raise_status(status)
     return Trajectory(qs, vs, us[:, :, : model.nu], inp.dt, inp.integrator)

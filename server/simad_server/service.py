@@ -66,6 +66,9 @@ def handler(name: str, fields: dict | None = None, prefix: str = ""):
     return deco
 
 
+POLICY_WORK = 2e10  # multiply-adds of a policy per call (~10-30 s of one core); beyond it the call is refused
+
+
 class Core:
     """Shared state of the services: the model registry, the sim thread, the limits, metrics."""
 
@@ -121,12 +124,28 @@ class Core:
         key, model, overrides = self.model(spec.model_id, spec.param_overrides, field)
         q0 = self.tensor(spec.q0, f"{field}.q0")
         qd0 = self.tensor(spec.qd0, f"{field}.qd0")
-        controls = self.tensor(spec.controls, f"{field}.controls")
-        B = q0.shape[0] if q0.ndim == 2 else (controls.shape[0] if controls.ndim == 3 else 1)
-        T = controls.shape[-2] if controls.ndim >= 2 else 0
-        self.check_sizes(B, T, f"{field}.q0", f"{field}.controls")
+        controls = self.tensor(spec.controls, f"{field}.controls", required=spec.steps == 0)
+        if spec.steps < 0:
+            raise WireError("INVALID_ARGUMENT", f"expected >= 0, got {spec.steps}", f"{field}.steps")
+        B = q0.shape[0] if q0.ndim == 2 else (controls.shape[0] if controls is not None and controls.ndim == 3 else 1)
+        if controls is not None:
+            T, ft = (controls.shape[-2] if controls.ndim >= 2 else 0), f"{field}.controls"
+        else:
+            T, ft = spec.steps, f"{field}.steps"
+        self.check_sizes(B, T, f"{field}.q0", ft)
         info.update(model=spec.model_id, B=B, T=T)
         kw = {"integrator": self.integrator(spec.integrator, f"{field}.integrator")}
+        if controls is None:
+            kw["steps"] = spec.steps
+        if spec.HasField("policy"):
+            pol = kw["policy"] = self.policy(spec.policy, model, f"{field}.policy")
+            if B * pol.num_params > self.limits.max_elements:  # the per-env weight gradients of a gradient call
+                raise WireError("RESOURCE_EXHAUSTED", f"B x weights = {B} x {pol.num_params} exceeds the element limit "
+                                f"{self.limits.max_elements}", f"{field}.policy.weights")
+            if B * T * pol.num_params > POLICY_WORK:
+                raise WireError("RESOURCE_EXHAUSTED", f"B x T x weights = {B * T * pol.num_params:.3g} multiply-adds "
+                                f"exceeds the per-call limit {POLICY_WORK:.3g}; split the batch or the horizon",
+                                f"{field}.policy.weights")
         if spec.HasField("feedback"):
             fb = spec.feedback
             kw["gains"] = self.tensor(fb.gains, f"{field}.feedback.gains")
@@ -136,6 +155,18 @@ class Core:
             if spec.HasField(k):
                 kw[k] = getattr(spec, k)
         return key, model, overrides, (q0, qd0, controls, spec.dt), kw
+
+    def policy(self, msg: simulation_pb2.MlpPolicy, model, field: str) -> simad.MLPPolicy:
+        """simad.MLPPolicy from an MlpPolicy message, validated against ``model`` (an InputError
+        names "policy.<field>", reported as "rollout.policy.<field>")."""
+        if len(msg.hidden) > 64:  # before any allocation; the engine's own limit is smaller
+            raise WireError("INVALID_ARGUMENT", f"{len(msg.hidden)} hidden layers", f"{field}.hidden")
+        kw = {k: self.tensor(getattr(msg, k), f"{field}.{k}", required=False) for k in ("output_scale", "obs_scale")}
+        if kw["obs_scale"] is None:
+            kw["obs_scale"] = 1.0
+        weights = self.tensor(msg.weights, f"{field}.weights")
+        return simad.MLPPolicy(model, tuple(msg.hidden), observation=msg.observation or "trig",
+                               squash=not msg.linear_output, weights=weights, **kw)
 
     def cost(self, msg: gradients_pb2.QuadraticCost, prefix: str = "cost") -> simad.QuadraticCost:
         kw = {k: self.tensor(getattr(msg, k), f"{prefix}.{k}", required=False) for k in COST_FIELDS}
@@ -294,7 +325,10 @@ def model_info(entry) -> models_pb2.ModelInfo:
         nbody=m.nbody, body_names=m.body_names, joint_names=m.jnt_names, actuator_names=m.actuator_names,
         frame_names=m.frame_names, param_names=m.param_names, qpos0=enc(m.qpos0),
         params={k: enc(getattr(m, k)) for k in m.param_names}, has_free_joint=m.has_free_joint,
-        created_unix_ms=rec.created_ms,
+        created_unix_ms=rec.created_ms, joint_types=[int(t) for t in m.jnt_type],
+        joint_range=enc(np.where(np.asarray(m.jnt_limited, bool)[:, None], m.jnt_range, [-np.inf, np.inf])),
+        ctrl_range=enc(np.where(np.asarray(m.actuator_ctrllimited, bool)[:, None], m.actuator_ctrlrange,
+                                [-np.inf, np.inf])),
     )
 
 
@@ -306,7 +340,7 @@ def gradients(g) -> gradients_pb2.Gradients:
     out = gradients_pb2.Gradients(norm=float(g.norm), clipped=bool(g.clipped), checkpoint_every=int(g.checkpoint_every))
     for k, v in g.params.items():
         codec.to_tensor(v, out.params[k])
-    return fill(out, q0=g.q0, qd0=g.qd0, controls=g.controls, gains=g.gains, loss=g.loss)
+    return fill(out, q0=g.q0, qd0=g.qd0, controls=g.controls, gains=g.gains, loss=g.loss, policy=g.policy)
 
 
 def contact_gradients(g) -> gradients_pb2.ContactGradients:
@@ -508,6 +542,8 @@ class GradientService:
         key, model, overrides, args, kw = core.rollout_args(request.rollout, info)
         if "gains" in kw:
             raise WireError("UNIMPLEMENTED", "forward mode is open loop only (no feedback)", "rollout.feedback")
+        if "policy" in kw:
+            raise WireError("UNIMPLEMENTED", "forward mode is open loop only (no policy)", "rollout.policy")
         tangents = [core.tensor(getattr(request, k), k, required=False) for k in ("dq0", "dqd0", "dcontrols")]
         tr, dq, dqd = await core.run(context, "rollout_jvp", key, *args, *tangents, overrides=overrides, **kw)
         resp = fill(gradients_pb2.RolloutJvpResponse(), dq=dq, dqd=dqd)

@@ -220,8 +220,8 @@ class Client:
     # -- simulation -------------------------------------------------------------------------
     def rollout(self, model_id: str, q0, qd0, controls, dt: float, integrator: str = _EULER, *, gains=None,
                 q_ref=None, qd_ref=None, limit_stiffness: float | None = None, limit_damping: float | None = None,
-                param_overrides: dict | None = None, stream: bool | None = None, chunk_bytes: int = 0,
-                timeout: float | None = None) -> Trajectory:
+                param_overrides: dict | None = None, policy=None, steps: int | None = None,
+                stream: bool | None = None, chunk_bytes: int = 0, timeout: float | None = None) -> Trajectory:
         """Simulates B envs for T steps.
 
         Args:
@@ -233,6 +233,9 @@ class Client:
             q_ref: (B, T, nq) or (T, nq), required with gains. qd_ref: (B, T, nv) or (T, nv).
             limit_stiffness (N m/rad), limit_damping (N m s/rad): soft joint limits (None:
                 server defaults). param_overrides: {param name: array} for this call only.
+            policy: an ``MLPPolicy`` the server evaluates inside the rollout at every step:
+                u_t = controls_t + pi(x_t) (not with gains).
+            steps: the horizon T when ``controls`` is None (zero feedforward, e.g. policy only).
             stream: True/False forces StreamRollout/Rollout; None streams when the result
                 would exceed half of ``max_message_bytes``. chunk_bytes: chunk size (0: 1 MiB).
 
@@ -241,7 +244,7 @@ class Client:
         """
         spec = encode.rollout_spec(model_id, q0, qd0, controls, dt, integrator, gains=gains, q_ref=q_ref,
                                    qd_ref=qd_ref, limit_stiffness=limit_stiffness, limit_damping=limit_damping,
-                                   param_overrides=param_overrides)
+                                   param_overrides=param_overrides, policy=policy, steps=steps)
         if stream is None:
             stream = encode.trajectory_bytes(spec) > self.max_message_bytes // 2
         if not stream:
@@ -319,12 +322,13 @@ class Client:
                     memory_budget: float | None = None, checkpoint_every: int | None = None,
                     clip_norm: float | None = None, limit_stiffness: float | None = None,
                     limit_damping: float | None = None, param_overrides: dict | None = None,
-                    timeout: float | None = None) -> Gradients:
+                    policy=None, steps: int | None = None, timeout: float | None = None) -> Gradients:
         """Reverse mode: the gradient of sum <q_bar, q> + <qd_bar, qd> over the rollout.
 
         Args:
             model_id, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limit_*,
-                param_overrides: as ``rollout``.
+                param_overrides, policy, steps: as ``rollout``; with a policy, ``Gradients.policy``
+                is the gradient w.r.t. its weights (summed over envs).
             q_bar: (B, T+1, nq) cotangent of the configurations. qd_bar: (B, T+1, nv). None: 0.
             params: parameter names to differentiate (ModelInfo.param_names), or "*" for all.
             memory_budget: tape bytes (None: 1 GiB); over it the rollout is checkpointed.
@@ -337,7 +341,7 @@ class Client:
         req = gradients_pb2.RolloutVjpRequest()
         encode.rollout_spec(model_id, q0, qd0, controls, dt, integrator, gains=gains, q_ref=q_ref, qd_ref=qd_ref,
                             limit_stiffness=limit_stiffness, limit_damping=limit_damping,
-                            param_overrides=param_overrides, out=req.rollout)
+                            param_overrides=param_overrides, policy=policy, steps=steps, out=req.rollout)
         encode.set_tensor(req, "q_bar", q_bar, "q_bar")
         encode.set_tensor(req, "qd_bar", qd_bar, "qd_bar")
         encode.gradient_options(params, memory_budget, checkpoint_every, clip_norm, out=req.options)
@@ -347,7 +351,8 @@ class Client:
                        gains=None, q_ref=None, qd_ref=None, params=(), memory_budget: float | None = None,
                        checkpoint_every: int | None = None, clip_norm: float | None = None,
                        limit_stiffness: float | None = None, limit_damping: float | None = None,
-                       param_overrides: dict | None = None, timeout: float | None = None) -> Gradients:
+                       param_overrides: dict | None = None, policy=None, steps: int | None = None,
+                       timeout: float | None = None) -> Gradients:
         """A built-in quadratic cost of the rollout and its gradient, without shipping the trajectory.
 
         Args:
@@ -363,7 +368,7 @@ class Client:
         req = gradients_pb2.ValueAndGradRequest()
         encode.rollout_spec(model_id, q0, qd0, controls, dt, integrator, gains=gains, q_ref=q_ref, qd_ref=qd_ref,
                             limit_stiffness=limit_stiffness, limit_damping=limit_damping,
-                            param_overrides=param_overrides, out=req.rollout)
+                            param_overrides=param_overrides, policy=policy, steps=steps, out=req.rollout)
         encode.cost(cost, req.cost)
         encode.gradient_options(params, memory_budget, checkpoint_every, clip_norm, out=req.options)
         return results.gradients(self._unary(self._gradients.ValueAndGrad, req, timeout))

@@ -171,16 +171,25 @@ def model_spec(spec) -> models_pb2.ModelSpec:
 
 def rollout_spec(model_id: str, q0, qd0, controls, dt, integrator_name: str = "semi_implicit_euler", *,
                  gains=None, q_ref=None, qd_ref=None, limit_stiffness=None, limit_damping=None,
-                 param_overrides: Mapping | None = None, out=None) -> simulation_pb2.RolloutSpec:
+                 param_overrides: Mapping | None = None, policy=None, steps=None,
+                 out=None) -> simulation_pb2.RolloutSpec:
     """The RolloutSpec shared by rollout, gradient and JVP requests (arguments as ``Client.rollout``)."""
     spec = out if out is not None else simulation_pb2.RolloutSpec()
     spec.model_id = str(model_id)
     spec.integrator = integrator(integrator_name)
     spec.dt = _float(dt, "dt")
+    if controls is None:
+        if steps is None:
+            raise invalid("required (or give steps=T)", "controls")
+        spec.steps = _int(steps, "steps")
     for name, value in (("q0", q0), ("qd0", qd0), ("controls", controls)):
         if value is None:
+            if name == "controls":
+                continue
             raise invalid("required", name)
         set_tensor(spec, name, value, name)
+    if policy is not None:
+        mlp_policy(policy, spec.policy)
     if gains is not None or q_ref is not None or qd_ref is not None:
         for name, value in (("gains", gains), ("q_ref", q_ref), ("qd_ref", qd_ref)):
             set_tensor(spec.feedback, name, value, name)
@@ -188,6 +197,30 @@ def rollout_spec(model_id: str, q0, qd0, controls, dt, integrator_name: str = "s
     set_optional(spec, "limit_damping", limit_damping, "limit_damping")
     set_tensors(spec.param_overrides, param_overrides, "param_overrides")
     return spec
+
+
+def mlp_policy(policy, out: simulation_pb2.MlpPolicy | None = None) -> simulation_pb2.MlpPolicy:
+    """MlpPolicy from a ``simad_client.MLPPolicy`` (or anything with its attributes: sizes or
+    hidden, weights, observation, output_scale, obs_scale, squash) or the message itself."""
+    msg = out if out is not None else simulation_pb2.MlpPolicy()
+    if isinstance(policy, simulation_pb2.MlpPolicy):
+        msg.CopyFrom(policy)
+        return msg
+    hidden = getattr(policy, "hidden", None)
+    if hidden is None or getattr(policy, "weights", None) is None:
+        raise invalid(f"expected an MLPPolicy (hidden, weights), got {type(policy).__name__}", "policy")
+    try:
+        msg.hidden[:] = [int(h) for h in hidden]
+    except (TypeError, ValueError, OverflowError):
+        raise invalid(f"expected integer layer widths, got {hidden!r}", "policy.hidden") from None
+    msg.observation = str(getattr(policy, "observation", "trig"))
+    msg.linear_output = not bool(getattr(policy, "squash", True))
+    set_tensor(msg, "weights", policy.weights, "policy.weights")
+    for name in ("output_scale", "obs_scale"):
+        value = getattr(policy, name, None)
+        if value is not None:
+            set_tensor(msg, name, value, f"policy.{name}")
+    return msg
 
 
 def contact_options(value, out: simulation_pb2.ContactOptions | None = None,
@@ -264,7 +297,7 @@ def trajectory_bytes(spec: simulation_pb2.RolloutSpec) -> int:
     batched = [(q0, 2), (qd0, 2), (u, 3), (tuple(fb.gains.shape), 4), (tuple(fb.q_ref.shape), 3),
                (tuple(fb.qd_ref.shape), 3)]
     B = max([1] + [s[0] for s, nd in batched if len(s) == nd])
-    T = u[-2] if len(u) >= 2 else 0
+    T = u[-2] if len(u) >= 2 else spec.steps
     nq, nv, nu = (s[-1] if s else 0 for s in (q0, qd0, u))
     return ITEMSIZE * (B * (T + 1) * (nq + nv) + B * T * nu)
 

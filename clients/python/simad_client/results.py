@@ -54,6 +54,9 @@ class ModelInfo:
         qpos0: (nq,) default configuration (free joint: x y z m, qw qx qy qz).
         params: {name: array} the current value of every parameter in param_names.
         has_free_joint: a floating base. created_unix_ms: load time, ms since the epoch.
+        joint_types: per joint, 0 fixed, 1 revolute, 2 prismatic, 3 free.
+        joint_range: (njoint, 2) limits, rad or m, (-inf, inf) when unlimited.
+        ctrl_range: (nu, 2) control range per actuator, (-inf, inf) when unlimited.
     """
 
     model_id: str
@@ -72,13 +75,17 @@ class ModelInfo:
     params: dict[str, np.ndarray] = field(default_factory=dict)
     has_free_joint: bool = False
     created_unix_ms: int = 0
+    joint_types: tuple[int, ...] = ()
+    joint_range: np.ndarray | None = None
+    ctrl_range: np.ndarray | None = None
 
 
 def model_info(m: models_pb2.ModelInfo) -> ModelInfo:
     return ModelInfo(
         m.model_id, m.content_hash, m.name, m.nq, m.nv, m.nu, m.nbody, tuple(m.body_names), tuple(m.joint_names),
         tuple(m.actuator_names), tuple(m.frame_names), tuple(m.param_names), array(m.qpos0, "model.qpos0"),
-        tensors(m.params, "model.params"), m.has_free_joint, m.created_unix_ms,
+        tensors(m.params, "model.params"), m.has_free_joint, m.created_unix_ms, tuple(m.joint_types),
+        optional(m.joint_range, "model.joint_range"), optional(m.ctrl_range, "model.ctrl_range"),
     )  # fmt: skip
 
 
@@ -164,6 +171,7 @@ class Gradients:
             (contact gradients: 0.0 and False, no clipping).
         checkpoint_every: segment length used (T: no checkpointing).
         quality: contact gradients only: a ``GradientQuality``, else None.
+        policy: (P,) w.r.t. the weights of the request's ``MLPPolicy``, summed over envs, or None.
     """
 
     q0: np.ndarray
@@ -176,13 +184,14 @@ class Gradients:
     clipped: bool = False
     checkpoint_every: int = 0
     quality: GradientQuality | None = None
+    policy: np.ndarray | None = None
 
 
 def gradients(g: gradients_pb2.Gradients) -> Gradients:
     return Gradients(
         array(g.q0, "gradients.q0"), array(g.qd0, "gradients.qd0"), array(g.controls, "gradients.controls"),
         optional(g.gains, "gradients.gains"), tensors(g.params, "gradients.params"), optional(g.loss, "gradients.loss"),
-        g.norm, g.clipped, g.checkpoint_every,
+        g.norm, g.clipped, g.checkpoint_every, policy=optional(g.policy, "gradients.policy"),
     )  # fmt: skip
 
 
