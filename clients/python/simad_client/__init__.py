@@ -9,6 +9,7 @@
 from .client import Client
 from .encode import ContactOptions
 from .errors import WireError
+from .pool import ClientPool
 from .results import FeedbackPlan, GradientQuality, Gradients, IKResult, Linearization, ModelInfo, Trajectory
 from .session import ControlSession
 
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Client",
+    "ClientPool",
     "ContactOptions",
     "ControlSession",
     "FeedbackPlan",
