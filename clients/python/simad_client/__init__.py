@@ -9,6 +9,7 @@
 from .client import Client
 from .encode import ContactOptions
 from .errors import WireError
+from .policy import MLPPolicy
 from .pool import ClientPool
 from .results import FeedbackPlan, GradientQuality, Gradients, IKResult, Linearization, ModelInfo, Trajectory
 from .session import ControlSession
@@ -25,6 +26,7 @@ __all__ = [
     "Gradients",
     "IKResult",
     "Linearization",
+    "MLPPolicy",
     "ModelInfo",
     "Trajectory",
     "WireError",
