@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # Kernels that several processes of the session would otherwise each compile cold: the
-# parallel linearize variant (in-process iLQR tests, the demo's and examples' servers) and the
-# contact kernels of the service tests' scene (plane, sphere, box), both modes.
+# parallel linearize variant (in-process iLQR tests, the demo's and examples' servers), the
+# contact kernels of the service tests' scene (plane, sphere, box), both modes, and the parallel
+# rollout and reverse kernels (the policy example's server, B = 64).
 _SHARED = r"""
 import numpy as np, simad
 simad.init(arch="cpu", precision="f64")
@@ -43,6 +44,10 @@ for mode in ("impulse", "smooth"):
     c = simad.Contact(mode=mode)
     simad.contact_vjp(s, q0, None, 1e-3, np.ones((1, 3, 14)), steps=2, contact=c)
     simad.contact_rollout(s, np.tile(q0, (2, 1)), None, 1e-3, steps=2, contact=c)
+# the parallel (B >= 16) rollout and reverse kernels: the policy-learning example's server
+chain = simad.models.planar_chain(1)
+z = np.zeros((16, 1))
+simad.value_and_grad(chain, z, z, None, 0.02, simad.QuadraticCost(q_weight=[1.0]), steps=2)
 """
 
 
