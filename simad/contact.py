@@ -108,6 +108,10 @@ class Contact:
         friction_eps: m/s, slip-speed regularisation of smooth friction. Stable (rolling, resting)
             when friction_eps > dt mu g (1 + m r^2 / I) / 2: 1e-2 covers dt <= 1 ms for solid spheres
             at mu = 0.5; smaller values creep less but make rolling gradients explode.
+        broad_phase: skip, each step, the pairs whose bounding spheres cannot meet within the
+            step (a conservative test; results are unchanged except for box-box pairs whose
+            face test alone would have reported a contact between boxes that are apart).
+            False runs the narrow phase on every pair (for checks).
     """
 
     mode: str = "impulse"
@@ -119,6 +123,7 @@ class Contact:
     timeconst: float = 0.02
     softness: float = 1e-4
     friction_eps: float = 1e-2
+    broad_phase: bool = True
 
     def validated(self, dt: float) -> Contact:
         f = "contact."
@@ -130,6 +135,8 @@ class Contact:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= lo):
                 raise InputError(f + name, f"must be a finite number >= {lo}, got {v!r}")
+        if not isinstance(self.broad_phase, (bool, np.bool_)):
+            raise InputError(f + "broad_phase", f"expected True or False, got {self.broad_phase!r}")
         if self.baumgarte > 1.0:
             raise InputError(f + "baumgarte", f"must be in [0, 1], got {self.baumgarte}")
         for name in ("timeconst", "softness", "friction_eps"):
@@ -147,7 +154,8 @@ class Contact:
 
     def cfg(self) -> np.ndarray:
         return np.array([self.timeconst, self.softness, self.friction_eps, self.baumgarte, self.slop,
-                         max(self.bounce_threshold, 1e-9), 0.0, 0.0])
+                         max(self.bounce_threshold, 1e-9), float(bool(self.broad_phase)),
+                         float(self.mode == "smooth")])
 
 
 @dataclass
@@ -427,9 +435,11 @@ def _forward_numpy(inp: _Inputs) -> np.ndarray:
     K.pack_kernel(inp.q0, inp.qd0, prm, sc.top, X)
     S = np.zeros((inp.B, _scratch_size(inp)), dtype)
     cnt = np.zeros((inp.B, nb), np.int32)
+    cand, ncand = np.zeros((inp.B, max(sc.nslot, 1)), np.int32), np.zeros(inp.B, np.int32)
+    BD = np.zeros((inp.B, 6 * inp.model.ngeom), dtype)
     o = inp.opts
-    K.rollout_kernel(X, inp.controls, prm, cfg, sc.top, S, cnt, sc.nslot, inp.dt, MODES[o.mode], o.nit, bool(o.toi),
-                     inp.B < SERIAL_BELOW, _types(sc))
+    K.rollout_kernel(X, inp.controls, prm, cfg, sc.top, S, cnt, BD, cand, ncand, sc.nslot, inp.dt, MODES[o.mode], o.nit,
+                     bool(o.toi), inp.B < SERIAL_BELOW, _types(sc))
     _check(X)
     return X
 
@@ -478,6 +488,8 @@ def _reverse(inp: _Inputs, cot, params, quality: bool):
     top.from_numpy(sc.top)
     S = _nd((B, _scratch_size(inp)), tf)
     cnt = ti.ndarray(ti.i32, (B, nb))
+    cand, ncand = ti.ndarray(ti.i32, (B, max(sc.nslot, 1))), ti.ndarray(ti.i32, (B,))
+    BD = ti.ndarray(tf, (B, 6 * m.ngeom))
     Q = _nd((B, T + 1, m.nq), tf)
     QD = _nd((B, T + 1, m.nv), tf)
 
@@ -499,18 +511,20 @@ def _reverse(inp: _Inputs, cot, params, quality: bool):
     for t in reversed(range(T)):
         # recompute the scratch of step t, then its adjoint, stage by stage in reverse
         K.init_kernel(X, U, prm, top, S, cnt, t, dt, nit)
+        K.broad_kernel(prm, cfg, top, S, BD, cand, ncand, ns, dt, nit)
+        nc = int(ncand.to_numpy().max())  # the candidate loops' bound (the largest count over envs)
         for ta, tb, s0, s1 in sc.groups:
-            K.detect_kernel(X, prm, cfg, top, S, cnt, t, s0, s1, dt, nit, mode, toi, ta, tb)
+            K.detect_kernel(X, prm, cfg, top, S, cnt, cand, ncand, t, s0, s1, nc, dt, nit, mode, toi, ta, tb)
         if quality:
             K.switches_kernel(S, top, prev, nsw, sc.nslot, nit, int(t < T - 1))
         for it in range(nit):
-            K.iter_kernel(X, prm, top, S, cnt, t, ns, it, nit, mode)
-        K.post_kernel(X, prm, top, S, t, ns, dt, nit, mode, toi)  # its sums W enter products (d/d mass)
-        K.post_kernel.grad(X, prm, top, S, t, ns, dt, nit, mode, toi)
+            K.iter_kernel(X, prm, top, S, cnt, cand, ncand, t, nc, it, nit, mode)
+        K.post_kernel(X, prm, top, S, cand, ncand, t, nc, dt, nit, mode, toi)  # its sums W enter products (d/d mass)
+        K.post_kernel.grad(X, prm, top, S, cand, ncand, t, nc, dt, nit, mode, toi)
         for it in reversed(range(nit)):
-            K.iter_kernel.grad(X, prm, top, S, cnt, t, ns, it, nit, mode)
+            K.iter_kernel.grad(X, prm, top, S, cnt, cand, ncand, t, nc, it, nit, mode)
         for ta, tb, s0, s1 in reversed(sc.groups):
-            K.detect_kernel.grad(X, prm, cfg, top, S, cnt, t, s0, s1, dt, nit, mode, toi, ta, tb)
+            K.detect_kernel.grad(X, prm, cfg, top, S, cnt, cand, ncand, t, s0, s1, nc, dt, nit, mode, toi, ta, tb)
         K.init_kernel.grad(X, U, prm, top, S, cnt, t, dt, nit)
         if quality:
             K.adjoint_norm_kernel(X.grad, G, t)

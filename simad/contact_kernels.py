@@ -331,6 +331,92 @@ def _narrow(ta: ti.template(), Ra, pa, sa, tb: ti.template(), Rb, pb, sb, k):
 
 
 # ------------------------------------------------------------------------------------------
+# broad phase: a conservative bounding-sphere test per contact slot, after the init stage
+# ------------------------------------------------------------------------------------------
+@ti.func
+def _stage_bounds(prm: ti.template(), cfg: ti.template(), top: ti.template(), S: ti.template(), BD: ti.template(),
+                  b, g, nit):
+    """BD[b, 6 g ..]: centre (3), bounding radius, centre speed and angular speed of geom g at the
+    current step (free-motion velocities V[0]; zero for static geoms; a plane's radius is 0)."""
+    gt = top[4 + 2 * g]
+    R, c, size, body = _geom_pose(prm, cfg, top, S, b, g, SPHERE, nit)  # the centre needs no rotation
+    rad = 0.0
+    if gt == SPHERE:
+        rad = size[0]
+    elif gt == CAPSULE:
+        rad = size[0] + size[1]
+    elif gt == BOX:
+        rad = ti.sqrt(size.dot(size))
+    vs = 0.0
+    ws = 0.0
+    if body >= 0:
+        im, Ibi, Rb, x = _body(S, top, b, body, nit)
+        v = ti.Vector([S[b, 6 * body + k] for k in ti.static(range(3))])
+        w = ti.Vector([S[b, 6 * body + 3 + k] for k in ti.static(range(3))])
+        vc = v + w.cross(c - x)
+        vs = ti.sqrt(vc.dot(vc))
+        ws = ti.sqrt(w.dot(w))
+    for k in ti.static(range(3)):
+        BD[b, 6 * g + k] = c[k]
+    BD[b, 6 * g + 3] = rad
+    BD[b, 6 * g + 4] = vs
+    BD[b, 6 * g + 5] = ws
+
+
+@ti.func
+def _near(cfg: ti.template(), top: ti.template(), BD: ti.template(), b, cs, dt):
+    """1 unless the pair of slot cs certainly cannot touch within the step: its bounding spheres
+    (a plane's half-space) are apart by more than what the free-motion velocities close in dt
+    (centre speeds plus rotation times a bound on the lever arm), plus twice the activation
+    margin (impulse: slop; smooth: 30 softness, where the softplus force is below 1e-13 of its
+    scale). cfg[6] <= 0.5 turns the test off."""
+    ng = top[0]
+    ocs = _o_slots(top) + 2 * cs
+    p = top[ocs]
+    op = 4 + 2 * ng + 3 * p
+    ga, gb = top[op], top[op + 1]
+    near = 1
+    if cfg[6] > 0.5:
+        ca = ti.Vector([BD[b, 6 * ga + k] for k in ti.static(range(3))])
+        cb = ti.Vector([BD[b, 6 * gb + k] for k in ti.static(range(3))])
+        ra, rb = BD[b, 6 * ga + 3], BD[b, 6 * gb + 3]
+        gap = 0.0
+        if top[4 + 2 * ga] == PLANE:
+            o = NCFG + 12 * ga
+            nrm = ti.Vector([cfg[o + 5], cfg[o + 8], cfg[o + 11]])  # the plane's z axis (static)
+            gap = (cb - ca).dot(nrm) - rb
+        else:
+            d = cb - ca
+            gap = ti.sqrt(d.dot(d)) - ra - rb
+        lever = ra + rb + ti.max(gap, 0.0)
+        close = dt * (BD[b, 6 * ga + 4] + BD[b, 6 * gb + 4] + BD[b, 6 * ga + 5] * (lever + rb)
+                      + BD[b, 6 * gb + 5] * (lever + ra))
+        margin = 2.0 * ti.max(cfg[4], 30.0 * cfg[1] * cfg[7]) + 1e-9
+        if gap > close + margin:
+            near = 0
+    return near
+
+
+@ti.func
+def _stage_broad(prm: ti.template(), cfg: ti.template(), top: ti.template(), S: ti.template(), BD: ti.template(),
+                 cand: ti.template(), ncand: ti.template(), b, ns, dt, nit):
+    """The candidate slots of env b, ascending, into cand[b, 0 .. ncand[b]); the others get an
+    inactive record (their flag is all that is read of them). Bounds per geom first (BD)."""
+    ng, nb, P, K = top[0], top[1], top[2], top[3]
+    for g in range(ng):
+        _stage_bounds(prm, cfg, top, S, BD, b, g, nit)
+    nc = 0
+    for cs in range(ns):
+        if _near(cfg, top, BD, b, cs, dt) == 1:
+            cand[b, nc] = cs
+            nc += 1
+        else:
+            ocs = _o_slots(top) + 2 * cs
+            S[b, _o_C(nb, nit) + (top[ocs] * K + top[ocs + 1]) * CW] = 0.0
+    ncand[b] = nc
+
+
+# ------------------------------------------------------------------------------------------
 # pipeline stages (one env b; called from the per-step kernels and the fused rollout)
 # ------------------------------------------------------------------------------------------
 @ti.func
@@ -645,41 +731,61 @@ def init_kernel(X: arr(ndim=4), U: arr(ndim=4), prm: arr(ndim=1), top: arr(ndim=
 
 
 @ti.kernel
-def detect_kernel(X: arr(ndim=4), prm: arr(ndim=1), cfg: arr(ndim=1), top: arr(ndim=1), S: arr(ndim=2),
-                  cnt: arr(ndim=2), t: ti.i32, s0: ti.i32, s1: ti.i32, dt: float, nit: ti.i32, mode: ti.template(),
-                  toi: ti.template(), ta: ti.template(), tb: ti.template()):
-    """Step t: narrow phase of the contact slots s0 .. s1 - 1, all of geom types (ta, tb)
-    (the slots are sorted by pair type, so each launch compiles one narrow phase only)."""
-    for b, cs in ti.ndrange(X.shape[1], s1 - s0):
-        _stage_detect(X, prm, cfg, top, S, cnt, t, b, s0 + cs, dt, mode, nit, toi, ta, tb)
+def broad_kernel(prm: arr(ndim=1), cfg: arr(ndim=1), top: arr(ndim=1), S: arr(ndim=2), BD: arr(ndim=2),
+                 cand: arr(ndim=2), ncand: arr(ndim=1), nslot: ti.i32, dt: float, nit: ti.i32):
+    """Step t, after init: the candidate slots per env (not differentiated: a discrete choice
+    that only skips slots whose contribution is exactly zero)."""
+    for b in range(S.shape[0]):
+        _stage_broad(prm, cfg, top, S, BD, cand, ncand, b, nslot, dt, nit)
 
 
 @ti.kernel
-def iter_kernel(X: arr(ndim=4), prm: arr(ndim=1), top: arr(ndim=1), S: arr(ndim=2), cnt: arr(ndim=2), t: ti.i32,
-                nslot: ti.i32, it: ti.i32, nit: ti.i32, mode: ti.template()):
-    """Step t: solver iteration ``it`` (impulse mode) and the velocity update V[it + 1]."""
+def detect_kernel(X: arr(ndim=4), prm: arr(ndim=1), cfg: arr(ndim=1), top: arr(ndim=1), S: arr(ndim=2),
+                  cnt: arr(ndim=2), cand: arr(ndim=2), ncand: arr(ndim=1), t: ti.i32, s0: ti.i32, s1: ti.i32,
+                  nc: ti.i32, dt: float, nit: ti.i32, mode: ti.template(), toi: ti.template(), ta: ti.template(),
+                  tb: ti.template()):
+    """Step t: narrow phase of the candidate slots in s0 .. s1 - 1, all of geom types (ta, tb)
+    (the slots are sorted by pair type, so each launch compiles one narrow phase only); nc is
+    the largest candidate count over the envs."""
+    for b, j in ti.ndrange(X.shape[1], nc):
+        if j < ncand[b]:
+            cs = cand[b, j]
+            if cs >= s0 and cs < s1:
+                _stage_detect(X, prm, cfg, top, S, cnt, t, b, cs, dt, mode, nit, toi, ta, tb)
+
+
+@ti.kernel
+def iter_kernel(X: arr(ndim=4), prm: arr(ndim=1), top: arr(ndim=1), S: arr(ndim=2), cnt: arr(ndim=2),
+                cand: arr(ndim=2), ncand: arr(ndim=1), t: ti.i32, nc: ti.i32, it: ti.i32, nit: ti.i32,
+                mode: ti.template()):
+    """Step t: solver iteration ``it`` (impulse mode) over the candidates and the velocity
+    update V[it + 1]."""
     if ti.static(mode == 0):
-        for b, cs in ti.ndrange(X.shape[1], nslot):
-            _stage_solve(X, prm, top, S, cnt, t, b, cs, it, nit)
+        for b, j in ti.ndrange(X.shape[1], nc):
+            if j < ncand[b]:
+                _stage_solve(X, prm, top, S, cnt, t, b, cand[b, j], it, nit)
     for b, i in ti.ndrange(X.shape[1], X.shape[2]):
         _stage_apply(X, prm, top, S, t, b, i, it, nit)
 
 
 @ti.kernel
-def post_kernel(X: arr(ndim=4), prm: arr(ndim=1), top: arr(ndim=1), S: arr(ndim=2), t: ti.i32, nslot: ti.i32,
-                dt: float, nit: ti.i32, mode: ti.template(), toi: ti.template()):
+def post_kernel(X: arr(ndim=4), prm: arr(ndim=1), top: arr(ndim=1), S: arr(ndim=2), cand: arr(ndim=2),
+                ncand: arr(ndim=1), t: ti.i32, nc: ti.i32, dt: float, nit: ti.i32, mode: ti.template(),
+                toi: ti.template()):
     """Step t, last part: time-of-impact weights and the new positions into X[t + 1]."""
     if ti.static(mode == 0 and toi):
-        for b, cs in ti.ndrange(X.shape[1], nslot):
-            _stage_toi(X, prm, top, S, t, b, cs, dt, nit)
+        for b, j in ti.ndrange(X.shape[1], nc):
+            if j < ncand[b]:
+                _stage_toi(X, prm, top, S, t, b, cand[b, j], dt, nit)
     for b, i in ti.ndrange(X.shape[1], X.shape[2]):
         _stage_final(X, prm, top, S, t, b, i, dt, nit)
 
 
 @ti.kernel
 def rollout_kernel(X: arr(ndim=4), U: arr(ndim=4), prm: arr(ndim=1), cfg: arr(ndim=1), top: arr(ndim=1),
-                   S: arr(ndim=2), cnt: arr(ndim=2), nslot: ti.i32, dt: float, mode: ti.template(), nit: ti.i32,
-                   toi: ti.template(), serial: ti.template(), types: ti.template()):
+                   S: arr(ndim=2), cnt: arr(ndim=2), BD: arr(ndim=2), cand: arr(ndim=2), ncand: arr(ndim=1),
+                   nslot: ti.i32, dt: float, mode: ti.template(), nit: ti.i32, toi: ti.template(),
+                   serial: ti.template(), types: ti.template()):
     """The whole rollout in one launch: parallel over envs, time and stages serial inside.
     ``types``: the (type a, type b) pairs present in the scene: only their narrow phases are
     compiled (one compile per combination, cached on disk)."""
@@ -692,7 +798,10 @@ def rollout_kernel(X: arr(ndim=4), U: arr(ndim=4), prm: arr(ndim=1), cfg: arr(nd
                 _stage_init(X, U, prm, top, S, cnt, t, b, i, dt, nit)
             for j in range(nit * nb * 6):
                 S[b, _o_dP(nb, nit) + j] = 0.0
-            for cs in range(ns):
+            _stage_broad(prm, cfg, top, S, BD, cand, ncand, b, ns, dt, nit)
+            nc = ncand[b]
+            for j in range(nc):
+                cs = cand[b, j]
                 ocs = _o_slots(top) + 2 * cs
                 p = top[ocs]
                 op = 4 + 2 * top[0] + 3 * p
@@ -702,13 +811,13 @@ def rollout_kernel(X: arr(ndim=4), U: arr(ndim=4), prm: arr(ndim=1), cfg: arr(nd
                         _stage_detect(X, prm, cfg, top, S, cnt, t, b, cs, dt, mode, nit, toi, pt[0], pt[1])
             for it in range(nit):
                 if ti.static(mode == 0):
-                    for cs in range(ns):
-                        _stage_solve(X, prm, top, S, cnt, t, b, cs, it, nit)
+                    for j in range(nc):
+                        _stage_solve(X, prm, top, S, cnt, t, b, cand[b, j], it, nit)
                 for i in range(nb):
                     _stage_apply(X, prm, top, S, t, b, i, it, nit)
             if ti.static(mode == 0 and toi):
-                for cs in range(ns):
-                    _stage_toi(X, prm, top, S, t, b, cs, dt, nit)
+                for j in range(nc):
+                    _stage_toi(X, prm, top, S, t, b, cand[b, j], dt, nit)
             for i in range(nb):
                 _stage_final(X, prm, top, S, t, b, i, dt, nit)
 

@@ -45,7 +45,8 @@ for mode in ("impulse", "smooth"):
     simad.contact_vjp(s, q0, None, 1e-3, np.ones((1, 3, 14)), steps=2, contact=c)
     simad.contact_rollout(s, np.tile(q0, (2, 1)), None, 1e-3, steps=2, contact=c)
 # the parallel (B >= 16) rollout and reverse kernels: the policy-learning example's server
-chain = simad.models.planar_chain(1)
+from simad import models
+chain = models.planar_chain(1)
 z = np.zeros((16, 1))
 simad.value_and_grad(chain, z, z, None, 0.02, simad.QuadraticCost(q_weight=[1.0]), steps=2)
 """

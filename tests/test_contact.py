@@ -329,3 +329,45 @@ def test_rolling_and_resting_balls_have_the_analytic_gradient(qd0):
     g = contact_vjp(m, pose(0, 0, 0.1), qd0, dt, wq, steps=T)
     assert g.qd0[0, 0] == pytest.approx(5 / 7 * T * dt, rel=1e-9)
     assert g.quality.max_growth[0] < 1.01
+
+
+def _mixed_scene(rng):
+    """Floor and a wall; spheres, capsules (with offset geoms and COMs) and a box, spread out."""
+    b = simad.ModelBuilder("mixed")
+    b.add_geom(0, "plane", friction=0.6, restitution=0.3, name="floor")
+    b.add_geom(0, "plane", pos=(1.0, 0, 0), rot=np.array([[0, 0, -1.0], [0, 1, 0], [1, 0, 0]]), name="wall")
+    kinds = ["sphere"] * 6 + ["capsule"] * 3 + ["box"]
+    for k, kind in enumerate(kinds):
+        name = f"b{k}"
+        b.add_body(name, 0, mass=rng.uniform(0.5, 2.0), com=rng.uniform(-0.02, 0.02, 3),
+                   inertia=np.eye(3) * rng.uniform(0.01, 0.03))
+        b.add_joint(name, name + "_free", type="free")
+        size = {"sphere": (rng.uniform(0.05, 0.1),), "capsule": (0.05, rng.uniform(0.05, 0.15)),
+                "box": (0.1, 0.08, 0.06)}[kind]
+        b.add_geom(name, kind, size=size, pos=rng.uniform(-0.02, 0.02, 3), friction=rng.uniform(0.2, 0.8),
+                   restitution=rng.uniform(0.0, 0.6), name=name + "_g")
+    m = b.finalize()
+    q0 = np.concatenate([pose(*rng.uniform(-0.6, 0.6, 2), rng.uniform(0.1, 0.8)) for _ in kinds])
+    qd0 = rng.normal(scale=1.5, size=m.nv)
+    return m, q0, qd0
+
+
+@pytest.mark.parametrize("mode", ["impulse", "smooth"])
+def test_the_broad_phase_changes_nothing_but_the_work(mode):
+    """Bounding-sphere culling only skips pairs whose contribution is exactly zero: the rollout
+    and the gradient equal the all-pairs narrow phase bit for bit, through many collisions."""
+    m, q0, qd0 = _mixed_scene(np.random.default_rng(3))
+    q0 = np.stack([q0, q0])  # two envs, the second shifted along x
+    q0[1, 0::7] += 0.05
+    on, off = Contact(mode=mode), Contact(mode=mode, broad_phase=False)
+    a = contact_rollout(m, q0, qd0, 2e-3, steps=300, contact=on)
+    b = contact_rollout(m, q0, qd0, 2e-3, steps=300, contact=off)
+    np.testing.assert_array_equal(a.q, b.q)
+    assert np.abs(a.q[:, -1] - a.q[:, 0]).max() > 0.05  # things moved and collided
+    qb = np.random.default_rng(1).normal(size=(2, 61, m.nq))
+    ga = contact_vjp(m, q0, qd0, 2e-3, qb, steps=60, contact=on)
+    gb = contact_vjp(m, q0, qd0, 2e-3, qb, steps=60, contact=off)
+    np.testing.assert_array_equal(ga.qd0, gb.qd0)
+    np.testing.assert_array_equal(ga.params["body_mass"], gb.params["body_mass"])
+    np.testing.assert_array_equal(ga.quality.mode_switches, gb.quality.mode_switches)
+    assert ga.quality.mode_switches.min() > 0  # contacts came and went inside the gradient's window

@@ -37,7 +37,8 @@ COST_FIELDS = ("q_weight", "q_ref", "terminal_q_weight", "qd_weight", "qd_ref", 
 VALUE_FIELDS = dict(ROLLOUT_FIELDS, **{k: f"cost.{k}" for k in COST_FIELDS + ("frames", "obstacle_frames")}, cost="cost")
 CONTACT_MODES = {simulation_pb2.CONTACT_MODE_UNSPECIFIED: "impulse", simulation_pb2.IMPULSE: "impulse",
                  simulation_pb2.SMOOTH: "smooth"}
-CONTACT_OPTIONS = ("iterations", "toi", "baumgarte", "slop", "bounce_threshold", "timeconst", "softness", "friction_eps")
+CONTACT_OPTIONS = ("iterations", "toi", "baumgarte", "slop", "bounce_threshold", "timeconst", "softness", "friction_eps",
+                   "broad_phase")
 CONTACT_GRADIENT_FIELDS = dict(CONTACT_FIELDS, **{k: f"cost.{k}" for k in COST_FIELDS + ("frames", "obstacle_frames")})
 
 

@@ -21,7 +21,7 @@ INTEGRATORS = {"semi_implicit_euler": tensor_pb2.SEMI_IMPLICIT_EULER, "rk4": ten
 MODES = {"linearization": control_pb2.LINEARIZATION, "plan": control_pb2.FEEDBACK_PLAN}
 CONTACT_MODES = {"impulse": simulation_pb2.IMPULSE, "smooth": simulation_pb2.SMOOTH}
 CONTACT_OPTIONS = ("mode", "iterations", "toi", "baumgarte", "slop", "bounce_threshold", "timeconst", "softness",
-                   "friction_eps")
+                   "friction_eps", "broad_phase")
 COST_FIELDS = (
     "q_weight", "q_ref", "terminal_q_weight", "qd_weight", "qd_ref", "terminal_qd_weight",
     "u_weight", "u_ref", "frames", "frame_weight", "frame_ref", "terminal_frame_weight",
@@ -45,8 +45,10 @@ class ContactOptions:
         slop: m, penetration allowed without push-out, also the activation margin [1e-4].
         bounce_threshold: m/s, approach speed below which restitution is off [0.05].
         timeconst: s, contact period of the smooth spring, >= 2 dt [0.02].
-        softness: m, width of the softplus on the penetration (smooth) [1e-3].
-        friction_eps: m/s, slip-speed regularisation of smooth friction [1e-3].
+        softness: m, width of the softplus on the penetration (smooth) [1e-4].
+        friction_eps: m/s, slip-speed regularisation of smooth friction [1e-2].
+        broad_phase: skip pairs whose bounding spheres cannot meet within the step [True];
+            False runs the narrow phase on every pair (same results; for checks).
     """
 
     mode: str = "impulse"
@@ -58,6 +60,7 @@ class ContactOptions:
     timeconst: float | None = None
     softness: float | None = None
     friction_eps: float | None = None
+    broad_phase: bool | None = None
 
 
 
@@ -245,12 +248,13 @@ def contact_options(value, out: simulation_pb2.ContactOptions | None = None,
         if not -(2**31) <= n < 2**31:
             raise invalid(f"expected 4, 8 or 16, got {n}", f"{field}.iterations")
         msg.iterations = n
-    toi = get("toi", None)
-    if toi is not None:
-        if not isinstance(toi, (bool, np.bool_)):
-            raise invalid(f"expected a bool, got {toi!r}", f"{field}.toi")
-        msg.toi = bool(toi)
-    for key in CONTACT_OPTIONS[3:]:
+    for key in ("toi", "broad_phase"):
+        flag = get(key, None)
+        if flag is not None:
+            if not isinstance(flag, (bool, np.bool_)):
+                raise invalid(f"expected a bool, got {flag!r}", f"{field}.{key}")
+            setattr(msg, key, bool(flag))
+    for key in CONTACT_OPTIONS[3:-1]:
         set_optional(msg, key, get(key, None), f"{field}.{key}")
     return msg
 
