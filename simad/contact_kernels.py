@@ -402,7 +402,7 @@ def _stage_broad(prm: ti.template(), cfg: ti.template(), top: ti.template(), S: 
                  cand: ti.template(), ncand: ti.template(), b, ns, dt, nit):
     """The candidate slots of env b, ascending, into cand[b, 0 .. ncand[b]); the others get an
     inactive record (their flag is all that is read of them). Bounds per geom first (BD)."""
-    ng, nb, P, K = top[0], top[1], top[2], top[3]
+    ng, nb, K = top[0], top[1], top[3]
     for g in range(ng):
         _stage_bounds(prm, cfg, top, S, BD, b, g, nit)
     nc = 0

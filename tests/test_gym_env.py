@@ -73,13 +73,22 @@ def test_single_env_passes_the_checker(client, cartpole):
     assert client.health() == "SERVING"  # the env does not close a client it was given
 
 
+def test_the_action_box_defaults_to_the_models_control_range(client, cartpole):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the cart-pole's motor has a range: no warning
+        env = SimadEnv(client, cartpole, dt=DT, horizon=5)
+    np.testing.assert_array_equal(env.action_space.low, [-20.0])  # ctrlrange="-20 20" in cartpole.xml
+    np.testing.assert_array_equal(env.action_space.high, [20.0])
+    env.close()
+
+
 def test_single_env_on_an_address_and_a_chain(srv):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with Client(srv.address, timeout=300) as c:
             chain = c.load_model(builtin="planar_chain_2")
         env = SimadEnv(srv.address, chain.model_id, dt=DT)  # its own Client; no ctrl_range: [-1, 1]
-    assert any("control ranges" in str(w.message) for w in caught)
+    assert any("without a control range (joint1, joint2)" in str(w.message) for w in caught)
     np.testing.assert_array_equal(env.action_space.low, [-1, -1])
     check_env(env, skip_render_check=True)
     env.close()

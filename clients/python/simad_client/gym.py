@@ -19,10 +19,10 @@ Spaces and dynamics:
 
 - observation: ``concat(q, qd)``, ``Box(-inf, inf, (nq + nv,), float64)`` (outputs of an f32
   server are widened to float64).
-- action: the ``nu`` motor commands, ``Box(low, high, (nu,), float64)``. ModelInfo does not
-  carry the actuators' control ranges, so give them: ``ctrl_range=(low, high)`` (the same for
-  every actuator) or an (nu, 2) array of rows (low, high); without it the box is [-1, 1] (a
-  warning says so).
+- action: the ``nu`` motor commands, ``Box(low, high, (nu,), float64)``: the actuators' control
+  ranges from ModelInfo.ctrl_range, or ``ctrl_range=(low, high)`` (the same for every
+  actuator) or an (nu, 2) array of rows (low, high). An actuator without a range (and without
+  ``ctrl_range``) gets [-1, 1], and a warning says so.
   Actions are clipped to the box before they are sent (the server also clips to the model's
   own ctrl_range); the reward sees the clipped action.
 - step: ``frame_skip`` (default 1) simulator steps of ``dt`` seconds with the action held
@@ -173,12 +173,19 @@ class _Simulation:
         self.observation_space = spaces.Box(-np.inf, np.inf, (n,), np.float64)
 
     def _ctrl_range(self, ctrl_range):
-        if ctrl_range is None:  # a future ModelInfo may carry the ranges
-            ctrl_range = getattr(self.info, "ctrl_range", None)
-        if ctrl_range is None:
-            warnings.warn(f"the server does not report {self.info.name or self.model_id}'s control ranges: the action "
-                          "box is [-1, 1]; pass ctrl_range=(low, high)", stacklevel=4)
-            ctrl_range = (-1.0, 1.0)
+        if ctrl_range is None:  # the model's own ranges; [-1, 1] where an actuator has none
+            known = getattr(self.info, "ctrl_range", None)
+            r = np.asarray(known, np.float64) if known is not None else np.full((self.nu, 2), np.inf)
+            if r.shape != (self.nu, 2):
+                r = np.full((self.nu, 2), np.inf)
+            free = ~np.all(np.isfinite(r), axis=1)
+            if free.any():
+                names = self.info.actuator_names or ()
+                which = ", ".join(str(names[i]) if i < len(names) else str(i) for i in np.flatnonzero(free))
+                warnings.warn(f"{self.info.name or self.model_id}: actuators without a control range ({which}) get "
+                              "the action box [-1, 1]; pass ctrl_range=(low, high)", stacklevel=4)
+                r[free] = (-1.0, 1.0)
+            ctrl_range = r
         r = np.asarray(ctrl_range, np.float64)
         if r.shape == (2,):
             low, high = np.full(self.nu, r[0]), np.full(self.nu, r[1])
