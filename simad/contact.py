@@ -14,12 +14,21 @@ bodies in model order.
 One step (dt), all envs in parallel:
 
 1. free motion: v* = v + dt (g + f/m), w* = w + dt I^-1 (tau - w x I w)  (world frame);
-2. narrow phase of every geom pair (contact capacity per pair: plane-sphere 1, plane-capsule 2,
+2. broad phase (``Contact.broad_phase``, on by default): bounding spheres per geom, grown by
+   what the free motion can close in the step plus the activation margin; sweep and prune along
+   x (intervals kept sorted across steps by insertion sort) finds the overlapping pairs, and a
+   bounding-sphere test per contact slot keeps the candidates (plane pairs: a half-space test
+   each). Conservative: every pair it drops is one the narrow phase would have found inactive
+   (exactly, for sphere, capsule and plane pairs; box-box pairs whose bounding spheres are apart
+   but whose face test alone reports an overlap are dropped, correctly). A discrete choice, not
+   differentiated; the backward pass recomputes it per step. Scenes with more than
+   ``SWEEP_MAX_GEOMS`` geoms, or rotating faster than 1/4 rad per step, test every pair instead;
+3. narrow phase of every candidate pair (contact capacity per pair: plane-sphere 1, plane-capsule 2,
    plane-box 8, sphere-sphere 1, sphere-capsule 1, sphere-box 1, capsule-capsule 1,
    capsule-box 3 (end spheres and the point nearest the box centre), box-box 8 (the face
    normal with the least penetration picks a reference face; the other box's vertices are the
    contacts; edge-edge contacts are not generated));
-3. contact impulses, in one of two modes (``Contact.mode``):
+4. contact impulses, in one of two modes (``Contact.mode``):
 
    * ``"impulse"`` (exact impulses): a contact is active when it closes within the step
      (gap < max(-v_n dt, slop)). Each active contact targets the normal velocity
@@ -46,7 +55,7 @@ One step (dt), all envs in parallel:
      across contact changes, at the price of soft penetration (~ g timeconst^2 / 4 pi^2) and
      creep under static friction (speed ~ friction_eps x load ratio).
 
-4. positions: x' = x + dt v' (with the toi correction above), q' = normalize(q + dt/2 w' (x) q).
+5. positions: x' = x + dt v' (with the toi correction above), q' = normalize(q + dt/2 w' (x) q).
 
 Pair coefficients combine the two geoms' values like Box2D: friction sqrt(mu_a mu_b),
 restitution max(e_a, e_b) (the gradient goes to the larger one).
@@ -79,6 +88,7 @@ from .validate import as_array
 
 MODES = {"impulse": 0, "smooth": 1}
 # contacts per pair, indexed by (type a, type b) with type a <= type b
+SWEEP_MAX_GEOMS = 2048  # the broad phase's pair table is ng^2 int32 (16 MiB here); above it, a scan of all pairs
 _CAPACITY = {
     (GeomType.PLANE, GeomType.SPHERE): 1, (GeomType.PLANE, GeomType.CAPSULE): 2, (GeomType.PLANE, GeomType.BOX): 8,
     (GeomType.SPHERE, GeomType.SPHERE): 1, (GeomType.SPHERE, GeomType.CAPSULE): 1, (GeomType.SPHERE, GeomType.BOX): 1,
@@ -194,6 +204,7 @@ class _Scene:
     kmax: int
     nslot: int  # contact slots: (pair, k) for every pair and each of its contacts
     groups: tuple  # (type a, type b, first slot, end slot): slots sorted by pair type
+    bpt: np.ndarray  # int32 broad-phase table: plane-pair slots, ng (0: no table), first slot per pair, pair per geom pair
 
 
 def scene(model: Model) -> _Scene:
@@ -267,8 +278,18 @@ def _build_scene(m: Model) -> _Scene:
     top = np.concatenate([[ng, len(moving), len(pairs), kmax], np.stack([gtype, gbody], 1).reshape(-1),
                           np.array(pairs, np.int32).reshape(-1), np.stack([qadr, vadr], 1).reshape(-1),
                           np.array(slots, np.int32).reshape(-1)]).astype(np.int32)
+    # the broad phase's sweep finds pairs by geom indices: (min, max) -> pair, pair -> first slot
+    plane_slots = max([g[3] for g in groups if g[0] == GeomType.PLANE], default=0)
+    pstart = np.concatenate([[0], np.cumsum([kc for _, _, kc in pairs])[:-1]]) if pairs else np.zeros(0)
+    if ng <= SWEEP_MAX_GEOMS:
+        table = np.full((ng, ng), -1, np.int64)
+        for p, (a, c, _) in enumerate(pairs):
+            table[min(a, c), max(a, c)] = p
+        bpt = np.concatenate([[plane_slots, ng], pstart, table.reshape(-1)])
+    else:
+        bpt = np.concatenate([[plane_slots, 0], pstart])
     return _Scene(np.array(moving, np.int32), qadr, vadr, top, geo, len(pairs), kmax, len(slots),
-                  tuple(groups))
+                  tuple(groups), bpt.astype(np.int32))
 
 
 def _params(m: Model, sc: _Scene) -> np.ndarray:
@@ -436,10 +457,11 @@ def _forward_numpy(inp: _Inputs) -> np.ndarray:
     S = np.zeros((inp.B, _scratch_size(inp)), dtype)
     cnt = np.zeros((inp.B, nb), np.int32)
     cand, ncand = np.zeros((inp.B, max(sc.nslot, 1)), np.int32), np.zeros(inp.B, np.int32)
-    BD = np.zeros((inp.B, 6 * inp.model.ngeom), dtype)
+    BD = np.zeros((inp.B, K.BW * inp.model.ngeom), dtype)
+    order = np.ascontiguousarray(np.tile(np.arange(inp.model.ngeom, dtype=np.int32), (inp.B, 1)))
     o = inp.opts
-    K.rollout_kernel(X, inp.controls, prm, cfg, sc.top, S, cnt, BD, cand, ncand, sc.nslot, inp.dt, MODES[o.mode], o.nit,
-                     bool(o.toi), inp.B < SERIAL_BELOW, _types(sc))
+    K.rollout_kernel(X, inp.controls, prm, cfg, sc.top, S, cnt, BD, sc.bpt, order, cand, ncand, sc.nslot, inp.dt,
+                     MODES[o.mode], o.nit, bool(o.toi), inp.B < SERIAL_BELOW, _types(sc))
     _check(X)
     return X
 
@@ -489,7 +511,13 @@ def _reverse(inp: _Inputs, cot, params, quality: bool):
     S = _nd((B, _scratch_size(inp)), tf)
     cnt = ti.ndarray(ti.i32, (B, nb))
     cand, ncand = ti.ndarray(ti.i32, (B, max(sc.nslot, 1))), ti.ndarray(ti.i32, (B,))
-    BD = ti.ndarray(tf, (B, 6 * m.ngeom))
+    S.fill(0)  # the broad phase relies on unvisited slots reading as inactive
+    ncand.fill(0)
+    BD = ti.ndarray(tf, (B, K.BW * m.ngeom))
+    bpt = ti.ndarray(ti.i32, sc.bpt.shape)
+    bpt.from_numpy(sc.bpt)
+    order = ti.ndarray(ti.i32, (B, m.ngeom))
+    order.from_numpy(np.ascontiguousarray(np.tile(np.arange(m.ngeom, dtype=np.int32), (B, 1))))
     Q = _nd((B, T + 1, m.nq), tf)
     QD = _nd((B, T + 1, m.nv), tf)
 
@@ -511,7 +539,7 @@ def _reverse(inp: _Inputs, cot, params, quality: bool):
     for t in reversed(range(T)):
         # recompute the scratch of step t, then its adjoint, stage by stage in reverse
         K.init_kernel(X, U, prm, top, S, cnt, t, dt, nit)
-        K.broad_kernel(prm, cfg, top, S, BD, cand, ncand, ns, dt, nit)
+        K.broad_kernel(prm, cfg, top, S, BD, bpt, order, cand, ncand, ns, dt, nit)
         nc = int(ncand.to_numpy().max())  # the candidate loops' bound (the largest count over envs)
         for ta, tb, s0, s1 in sc.groups:
             K.detect_kernel(X, prm, cfg, top, S, cnt, cand, ncand, t, s0, s1, nc, dt, nit, mode, toi, ta, tb)

@@ -26,6 +26,7 @@ PAIR_TYPES = ((PLANE, SPHERE), (PLANE, CAPSULE), (PLANE, BOX), (SPHERE, SPHERE),
               (CAPSULE, CAPSULE), (CAPSULE, BOX), (BOX, BOX))
 NCFG = 8  # option slots at the start of cfg
 CW = 10  # floats per contact record: active, gap, n (3), point (3), vn_pre, target
+BW = 8  # floats per geom in the broad phase's BD: centre (3), radius, centre speed, angular speed, x interval
 TINY = 1e-12
 SLIP_EPS = 1e-6  # m/s: below this slip speed the impulse solver's tangential mass uses a fixed tangent
 PI = 3.141592653589793
@@ -336,7 +337,7 @@ def _narrow(ta: ti.template(), Ra, pa, sa, tb: ti.template(), Rb, pb, sb, k):
 @ti.func
 def _stage_bounds(prm: ti.template(), cfg: ti.template(), top: ti.template(), S: ti.template(), BD: ti.template(),
                   b, g, nit):
-    """BD[b, 6 g ..]: centre (3), bounding radius, centre speed and angular speed of geom g at the
+    """BD[b, BW g ..]: centre (3), bounding radius, centre speed and angular speed of geom g at the
     current step (free-motion velocities V[0]; zero for static geoms; a plane's radius is 0)."""
     gt = top[4 + 2 * g]
     R, c, size, body = _geom_pose(prm, cfg, top, S, b, g, SPHERE, nit)  # the centre needs no rotation
@@ -357,10 +358,16 @@ def _stage_bounds(prm: ti.template(), cfg: ti.template(), top: ti.template(), S:
         vs = ti.sqrt(vc.dot(vc))
         ws = ti.sqrt(w.dot(w))
     for k in ti.static(range(3)):
-        BD[b, 6 * g + k] = c[k]
-    BD[b, 6 * g + 3] = rad
-    BD[b, 6 * g + 4] = vs
-    BD[b, 6 * g + 5] = ws
+        BD[b, BW * g + k] = c[k]
+    BD[b, BW * g + 3] = rad
+    BD[b, BW * g + 4] = vs
+    BD[b, BW * g + 5] = ws
+
+
+@ti.func
+def _margin(cfg: ti.template()):
+    """Twice the activation margin: impulse slop; smooth 30 softness (softplus force < 1e-13)."""
+    return 2.0 * ti.max(cfg[4], 30.0 * cfg[1] * cfg[7]) + 1e-9
 
 
 @ti.func
@@ -377,9 +384,9 @@ def _near(cfg: ti.template(), top: ti.template(), BD: ti.template(), b, cs, dt):
     ga, gb = top[op], top[op + 1]
     near = 1
     if cfg[6] > 0.5:
-        ca = ti.Vector([BD[b, 6 * ga + k] for k in ti.static(range(3))])
-        cb = ti.Vector([BD[b, 6 * gb + k] for k in ti.static(range(3))])
-        ra, rb = BD[b, 6 * ga + 3], BD[b, 6 * gb + 3]
+        ca = ti.Vector([BD[b, BW * ga + k] for k in ti.static(range(3))])
+        cb = ti.Vector([BD[b, BW * gb + k] for k in ti.static(range(3))])
+        ra, rb = BD[b, BW * ga + 3], BD[b, BW * gb + 3]
         gap = 0.0
         if top[4 + 2 * ga] == PLANE:
             o = NCFG + 12 * ga
@@ -389,30 +396,109 @@ def _near(cfg: ti.template(), top: ti.template(), BD: ti.template(), b, cs, dt):
             d = cb - ca
             gap = ti.sqrt(d.dot(d)) - ra - rb
         lever = ra + rb + ti.max(gap, 0.0)
-        close = dt * (BD[b, 6 * ga + 4] + BD[b, 6 * gb + 4] + BD[b, 6 * ga + 5] * (lever + rb)
-                      + BD[b, 6 * gb + 5] * (lever + ra))
-        margin = 2.0 * ti.max(cfg[4], 30.0 * cfg[1] * cfg[7]) + 1e-9
-        if gap > close + margin:
+        close = dt * (BD[b, BW * ga + 4] + BD[b, BW * gb + 4] + BD[b, BW * ga + 5] * (lever + rb)
+                      + BD[b, BW * gb + 5] * (lever + ra))
+        if gap > close + _margin(cfg):
             near = 0
     return near
 
 
 @ti.func
+def _append_if_near(cfg: ti.template(), top: ti.template(), BD: ti.template(), cand: ti.template(), b, cs, dt, nc):
+    out = nc
+    if _near(cfg, top, BD, b, cs, dt) == 1:
+        cand[b, nc] = cs
+        out = nc + 1
+    return out
+
+
+@ti.func
+def _key_less(BD: ti.template(), b, g, h):
+    """Sweep order: by the lower end of the expanded x interval, then by geom index (unique)."""
+    kg, kh = BD[b, BW * g + 6], BD[b, BW * h + 6]
+    return kg < kh or (kg == kh and g < h)
+
+
+@ti.func
 def _stage_broad(prm: ti.template(), cfg: ti.template(), top: ti.template(), S: ti.template(), BD: ti.template(),
-                 cand: ti.template(), ncand: ti.template(), b, ns, dt, nit):
-    """The candidate slots of env b, ascending, into cand[b, 0 .. ncand[b]); the others get an
-    inactive record (their flag is all that is read of them). Bounds per geom first (BD)."""
+                 bpt: ti.template(), order: ti.template(), cand: ti.template(), ncand: ti.template(), b, ns, dt, nit):
+    """The candidate slots of env b into cand[b, 0 .. ncand[b]) (deterministic: a function of the
+    step's state). Every other slot must read as inactive (its flag is all that is read of it):
+    S starts zeroed, so clearing the flags of the previous call's candidates keeps that true.
+
+    Sweep and prune along x: every non-plane geom gets an x interval, its bounding sphere grown
+    by what it can travel in the step (twice dt (centre speed + 3 w r_max), plus the margin),
+    large enough that every pair ``_near`` accepts has overlapping intervals (when the
+    rotation per step dt (w_a + w_b) stays below 1/2); the intervals are kept sorted in
+    ``order`` (insertion sort: few moves from one step to the next), and only overlapping
+    pairs are tested, through the pair table of ``bpt``. Plane pairs (the leading slots) are
+    tested one by one. Without the table (too many geoms), with the test switched off or with
+    a faster rotation, every slot is tested (the scan)."""
     ng, nb, K = top[0], top[1], top[3]
+    for j in range(ncand[b]):
+        ocs = _o_slots(top) + 2 * cand[b, j]
+        S[b, _o_C(nb, nit) + (top[ocs] * K + top[ocs + 1]) * CW] = 0.0
+    rmax = 0.0
+    wmax = 0.0
     for g in range(ng):
         _stage_bounds(prm, cfg, top, S, BD, b, g, nit)
+        if top[4 + 2 * g] != PLANE:
+            rmax = ti.max(rmax, BD[b, BW * g + 3])
+            wmax = ti.max(wmax, BD[b, BW * g + 5])
     nc = 0
-    for cs in range(ns):
-        if _near(cfg, top, BD, b, cs, dt) == 1:
-            cand[b, nc] = cs
-            nc += 1
-        else:
-            ocs = _o_slots(top) + 2 * cs
-            S[b, _o_C(nb, nit) + (top[ocs] * K + top[ocs + 1]) * CW] = 0.0
+    if cfg[6] > 0.5 and bpt[1] > 0 and 2.0 * dt * wmax <= 0.5:
+        for cs in range(bpt[0]):  # plane pairs
+            nc = _append_if_near(cfg, top, BD, cand, b, cs, dt, nc)
+        m2 = _margin(cfg)
+        for g in range(ng):
+            lo = 1e30
+            hi = 1e30
+            if top[4 + 2 * g] != PLANE:
+                ext = BD[b, BW * g + 3] + 2.0 * dt * (BD[b, BW * g + 4] + 3.0 * BD[b, BW * g + 5] * rmax) + m2
+                lo = BD[b, BW * g] - ext
+                hi = BD[b, BW * g] + ext
+            BD[b, BW * g + 6] = lo
+            BD[b, BW * g + 7] = hi
+        for i in range(1, ng):  # insertion sort of order[b] by (lo, g)
+            g = order[b, i]
+            j = i - 1
+            go = 1
+            while go == 1:
+                if j < 0:
+                    go = 0
+                else:
+                    h = order[b, j]
+                    if _key_less(BD, b, g, h):
+                        order[b, j + 1] = h
+                        j -= 1
+                    else:
+                        go = 0
+            order[b, j + 1] = g
+        P = top[2]
+        for i in range(ng):
+            ga = order[b, i]
+            if top[4 + 2 * ga] != PLANE:  # planes sort last (lo = 1e30)
+                hi = BD[b, BW * ga + 7]
+                j = i + 1
+                go = 1
+                while go == 1:
+                    if j >= ng:
+                        go = 0
+                    else:
+                        gb = order[b, j]
+                        if BD[b, BW * gb + 6] > hi:
+                            go = 0
+                        else:
+                            lo_g = ti.min(ga, gb)
+                            hi_g = ti.max(ga, gb)
+                            p = bpt[2 + P + lo_g * ng + hi_g]
+                            if p >= 0:
+                                for k in range(top[4 + 2 * ng + 3 * p + 2]):
+                                    nc = _append_if_near(cfg, top, BD, cand, b, bpt[2 + p] + k, dt, nc)
+                            j += 1
+    else:
+        for cs in range(ns):
+            nc = _append_if_near(cfg, top, BD, cand, b, cs, dt, nc)
     ncand[b] = nc
 
 
@@ -732,11 +818,12 @@ def init_kernel(X: arr(ndim=4), U: arr(ndim=4), prm: arr(ndim=1), top: arr(ndim=
 
 @ti.kernel
 def broad_kernel(prm: arr(ndim=1), cfg: arr(ndim=1), top: arr(ndim=1), S: arr(ndim=2), BD: arr(ndim=2),
-                 cand: arr(ndim=2), ncand: arr(ndim=1), nslot: ti.i32, dt: float, nit: ti.i32):
+                 bpt: arr(ndim=1), order: arr(ndim=2), cand: arr(ndim=2), ncand: arr(ndim=1), nslot: ti.i32,
+                 dt: float, nit: ti.i32):
     """Step t, after init: the candidate slots per env (not differentiated: a discrete choice
     that only skips slots whose contribution is exactly zero)."""
     for b in range(S.shape[0]):
-        _stage_broad(prm, cfg, top, S, BD, cand, ncand, b, nslot, dt, nit)
+        _stage_broad(prm, cfg, top, S, BD, bpt, order, cand, ncand, b, nslot, dt, nit)
 
 
 @ti.kernel
@@ -783,7 +870,8 @@ def post_kernel(X: arr(ndim=4), prm: arr(ndim=1), top: arr(ndim=1), S: arr(ndim=
 
 @ti.kernel
 def rollout_kernel(X: arr(ndim=4), U: arr(ndim=4), prm: arr(ndim=1), cfg: arr(ndim=1), top: arr(ndim=1),
-                   S: arr(ndim=2), cnt: arr(ndim=2), BD: arr(ndim=2), cand: arr(ndim=2), ncand: arr(ndim=1),
+                   S: arr(ndim=2), cnt: arr(ndim=2), BD: arr(ndim=2), bpt: arr(ndim=1), order: arr(ndim=2),
+                   cand: arr(ndim=2), ncand: arr(ndim=1),
                    nslot: ti.i32, dt: float, mode: ti.template(), nit: ti.i32, toi: ti.template(),
                    serial: ti.template(), types: ti.template()):
     """The whole rollout in one launch: parallel over envs, time and stages serial inside.
@@ -798,7 +886,7 @@ def rollout_kernel(X: arr(ndim=4), U: arr(ndim=4), prm: arr(ndim=1), cfg: arr(nd
                 _stage_init(X, U, prm, top, S, cnt, t, b, i, dt, nit)
             for j in range(nit * nb * 6):
                 S[b, _o_dP(nb, nit) + j] = 0.0
-            _stage_broad(prm, cfg, top, S, BD, cand, ncand, b, ns, dt, nit)
+            _stage_broad(prm, cfg, top, S, BD, bpt, order, cand, ncand, b, ns, dt, nit)
             nc = ncand[b]
             for j in range(nc):
                 cs = cand[b, j]
