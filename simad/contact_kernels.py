@@ -92,7 +92,7 @@ def _rot(q):
     ])
 
 
-DW = 22  # per-body step data in scratch: inverse mass, world inverse inertia (9), R (9), COM (3)
+DW = 22  # per-body step data in scratch: inverse mass, world inverse inertia R Ib^-1 R^T (9), R (9), COM (3)
 
 
 @ti.func
@@ -112,20 +112,25 @@ def _body_raw(prm: ti.template(), top: ti.template(), X: ti.template(), t, b, i)
 
 
 @ti.func
-def _iw(R, Ibi, v):
-    """World inverse inertia times v: R Ib^-1 R^T v (three mat-vecs, no 3x3 products)."""
-    return R @ (Ibi @ (R.transpose() @ v))
+def _body(S: ti.template(), top: ti.template(), b, i, nit):
+    """(inverse mass, world inverse inertia R Ib^-1 R^T, R, COM) of body i, as stored by the init stage."""
+    o = _o_D(top[1], nit, top[2], top[3]) + DW * i
+    im = S[b, o]
+    Iw = ti.Matrix([[S[b, o + 1 + 3 * r + c] for c in ti.static(range(3))] for r in ti.static(range(3))])
+    R = ti.Matrix([[S[b, o + 10 + 3 * r + c] for c in ti.static(range(3))] for r in ti.static(range(3))])
+    x = ti.Vector([S[b, o + 19 + c] for c in ti.static(range(3))])
+    return im, Iw, R, x
 
 
 @ti.func
-def _body(S: ti.template(), top: ti.template(), b, i, nit):
-    """(inverse mass, inverse body inertia, R, COM) of body i, as stored by the init stage."""
+def _body_mass(S: ti.template(), top: ti.template(), b, i, nit):
+    """(inverse mass, world inverse inertia, COM) of body i: what the solver needs, nothing more
+    (in reverse mode every global read is an atomic add)."""
     o = _o_D(top[1], nit, top[2], top[3]) + DW * i
     im = S[b, o]
-    Iwi = ti.Matrix([[S[b, o + 1 + 3 * r + c] for c in ti.static(range(3))] for r in ti.static(range(3))])
-    R = ti.Matrix([[S[b, o + 10 + 3 * r + c] for c in ti.static(range(3))] for r in ti.static(range(3))])
+    Iw = ti.Matrix([[S[b, o + 1 + 3 * r + c] for c in ti.static(range(3))] for r in ti.static(range(3))])
     x = ti.Vector([S[b, o + 19 + c] for c in ti.static(range(3))])
-    return im, Iwi, R, x
+    return im, Iw, x
 
 
 @ti.func
@@ -513,8 +518,9 @@ def _stage_init(X: ti.template(), U: ti.template(), prm: ti.template(), top: ti.
     x, R, v, w, im, Iwi, com, Ib = _body_raw(prm, top, X, t, b, i)
     od = _o_D(nb, nit, top[2], top[3]) + DW * i
     S[b, od] = im
+    Iw = R @ Iwi @ R.transpose()
     for r, c in ti.static(ti.ndrange(3, 3)):
-        S[b, od + 1 + 3 * r + c] = Iwi[r, c]
+        S[b, od + 1 + 3 * r + c] = Iw[r, c]
         S[b, od + 10 + 3 * r + c] = R[r, c]
     for c in ti.static(range(3)):
         S[b, od + 19 + c] = x[c]
@@ -554,13 +560,29 @@ def _tangent(n):
 
 
 @ti.func
+def _body_or_zero(S: ti.template(), top: ti.template(), b, body, nit):
+    """``_body_mass`` for a moving body; zeros (no inverse mass, no inverse inertia) for a static one."""
+    im = 0.0
+    Iw = ti.Matrix.zero(float, 3, 3)
+    x = ti.Vector([0.0, 0.0, 0.0])
+    if body >= 0:
+        im, Iw, x = _body_mass(S, top, b, body, nit)
+    return im, Iw, x
+
+
+@ti.func
+def _inv_mass_pre(im, Iw, r, d, split):
+    """Inverse effective mass along d at lever r, from preloaded body data (zero for static)."""
+    rd = r.cross(d)
+    return split * (im + rd.dot(Iw @ rd))
+
+
+@ti.func
 def _inv_mass_dir(S: ti.template(), top: ti.template(), b, body, r, d, split, nit):
     out = 0.0
     if body >= 0:
-        im, Iwi, R, x = _body(S, top, b, body, nit)
-        rd = r.cross(d)
-        rdb = R.transpose() @ rd
-        out = split * (im + rdb.dot(Iwi @ rdb))
+        im, Iw, x = _body_mass(S, top, b, body, nit)
+        out = _inv_mass_pre(im, Iw, r, d, split)
     return out
 
 
@@ -683,8 +705,9 @@ def _stage_solve(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti
         ol1 = ol + P * K * 4
         if S[b, oc] > 0.5:  # inactive slots (most of them) only clear their impulse slot
             mu, e = _coef(prm, top, ga, gb)
-            xa = _com_of(X, t, b, ba)
-            xb = _com_of(X, t, b, bb)
+            # each body's data read once (every global read becomes an atomic add in reverse mode)
+            ima, Ia, xa = _body_or_zero(S, top, b, ba, nit)
+            imb, Ib, xb = _body_or_zero(S, top, b, bb, nit)
             n = ti.Vector([S[b, oc + 2 + c] for c in ti.static(range(3))])
             point = ti.Vector([S[b, oc + 5 + c] for c in ti.static(range(3))])
             ra = point - xa
@@ -698,7 +721,7 @@ def _stage_solve(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti
             vrel = _point_vel(S, b, oV, bb, rb) - _point_vel(S, b, oV, ba, ra)
             vn = vrel.dot(n)
             vt = vrel - vn * n
-            inv_n = _inv_mass_dir(S, top, b, ba, ra, n, sa, nit) + _inv_mass_dir(S, top, b, bb, rb, n, sbb, nit)
+            inv_n = _inv_mass_pre(ima, Ia, ra, n, sa) + _inv_mass_pre(imb, Ib, rb, n, sbb)
             ln0 = S[b, ol]
             lt0 = ti.Vector([S[b, ol + 1 + c] for c in ti.static(range(3))])
             ln1 = ti.max(ln0 + (S[b, oc + 9] - vn) / inv_n, 0.0)
@@ -708,7 +731,7 @@ def _stage_solve(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti
             that = _tangent(n)
             if vt2 > SLIP_EPS * SLIP_EPS:
                 that = vt / ti.sqrt(vt2)
-            inv_t = _inv_mass_dir(S, top, b, ba, ra, that, sa, nit) + _inv_mass_dir(S, top, b, bb, rb, that, sbb, nit)
+            inv_t = _inv_mass_pre(ima, Ia, ra, that, sa) + _inv_mass_pre(imb, Ib, rb, that, sbb)
             lt1 = ti.Vector([0.0, 0.0, 0.0])
             if mu > 1e-9:  # frictionless pairs carry no tangential impulse (and no gradient)
                 lt1 = lt0 - vt / inv_t
@@ -732,12 +755,12 @@ def _stage_solve(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti
 def _stage_apply(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti.template(), t, b, i, it, nit):
     """V[it + 1] = V[it] + M^-1 dP[it] for body i."""
     nb = top[1]
-    im, Iwi, R, x = _body(S, top, b, i, nit)
+    im, Iw, x = _body_mass(S, top, b, i, nit)
     o = (it * nb + i) * 6
     od = _o_dP(nb, nit) + o
     dl = ti.Vector([S[b, od + c] for c in ti.static(range(3))])
     da = ti.Vector([S[b, od + 3 + c] for c in ti.static(range(3))])
-    dw = _iw(R, Iwi, da)
+    dw = Iw @ da
     for c in ti.static(range(3)):
         S[b, o + nb * 6 + c] = S[b, o + c] + im * dl[c]
         S[b, o + nb * 6 + 3 + c] = S[b, o + 3 + c] + dw[c]
@@ -776,7 +799,7 @@ def _stage_toi(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti.t
 def _stage_final(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti.template(), t, b, i, dt, nit):
     """Positions from the final velocities (minus the time-of-impact corrections) into X[t+1]."""
     nb = top[1]
-    im, Iwi, R, x = _body(S, top, b, i, nit)
+    im, Iw, x = _body_mass(S, top, b, i, nit)
     q = ti.Vector([X[t, b, i, 3 + c] for c in ti.static(range(4))])
     o = (nit * nb + i) * 6
     vf = ti.Vector([S[b, o + c] for c in ti.static(range(3))])
@@ -785,7 +808,7 @@ def _stage_final(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti
     Wl = ti.Vector([S[b, ow + c] for c in ti.static(range(3))])
     Wa = ti.Vector([S[b, ow + 3 + c] for c in ti.static(range(3))])
     x1 = x + dt * vf - im * Wl
-    th = dt * wf - _iw(R, Iwi, Wa)
+    th = dt * wf - Iw @ Wa
     dq = 0.5 * ti.Vector([
         -th[0] * q[1] - th[1] * q[2] - th[2] * q[3],
         th[0] * q[0] + th[1] * q[3] - th[2] * q[2],
