@@ -1,10 +1,11 @@
 """Scale-out: several servers on 127.0.0.1 used as one.
 
-Two servers that share a data directory serve the same ids only for models stored before the
-later one started (no lazy load from the store); gRPC's round_robin channel spreads calls over
-such a fleet; ``ClientPool`` loads a model on every server, spreads calls (results equal the
-engine bit for bit), fails over when a server goes down and reloads the model on a server
-that comes back without it.
+Two servers that share a data directory serve every id in it, whichever server loaded it and
+whenever (a server loads an id it does not hold from the store on first use, and drops one
+deleted elsewhere on its next call; tests/test_shared_store.py has the details); gRPC's
+round_robin channel spreads calls over such a fleet, loads included; ``ClientPool`` loads a
+model on every server, spreads calls (results equal the engine bit for bit), fails over when a
+server goes down and reloads the model on a server that comes back without it.
 """
 
 from __future__ import annotations
@@ -51,18 +52,23 @@ def arm():
     return models.load("arm7")
 
 
-def test_a_shared_data_dir_serves_ids_stored_before_start_only(fleet):
+def test_a_shared_data_dir_serves_every_stored_id_on_every_server(fleet):
     a, b, seeded = fleet
     with Client(a.address, timeout=60) as ca, Client(b.address, timeout=60) as cb:
         assert cb.get_model(seeded.model_id).content_hash == seeded.content_hash  # restored at b's start
         late = ca.load_model(builtin="planar_chain_2")
-        with pytest.raises(WireError) as e:  # a's later load is in the store but not in b's memory
-            cb.get_model(late.model_id)
-        assert (e.value.code, e.value.field) == ("NOT_FOUND", "model_id")
-        again = cb.load_model(builtin="planar_chain_2")  # same content, new id on each server
+        got = cb.get_model(late.model_id)  # stored after b started: b loads it from the store on first use
+        assert (got.model_id, got.content_hash) == (late.model_id, late.content_hash)
+        again = cb.load_model(builtin="planar_chain_2")  # same content, new id; a serves it too
         assert again.model_id != late.model_id and again.content_hash == late.content_hash
+        assert ca.get_model(again.model_id).content_hash == late.content_hash
         ca.delete_model(late.model_id)
         cb.delete_model(again.model_id)
+        for c in (ca, cb):  # each delete is seen by the other server on its next call
+            for mid in (late.model_id, again.model_id):
+                with pytest.raises(WireError) as e:
+                    c.get_model(mid)
+                assert (e.value.code, e.value.field) == ("NOT_FOUND", "model_id")
 
 
 def test_grpc_round_robin_channel_spreads_calls_over_a_fleet(fleet, arm, rng):
@@ -77,7 +83,17 @@ def test_grpc_round_robin_channel_spreads_calls_over_a_fleet(fleet, arm, rng):
         before = _rollouts(a), _rollouts(b)
         for _ in range(8):
             _equal(c.rollout(seeded.model_id, q0, qd0, u, 0.01), expect)
-    assert (_rollouts(a) - before[0], _rollouts(b) - before[1]) == (4, 4)  # then strictly in turn
+        assert (_rollouts(a) - before[0], _rollouts(b) - before[1]) == (4, 4)  # then strictly in turn
+        late = c.load_model(builtin="arm7")  # a load through the channel lands on one server...
+        before = _rollouts(a), _rollouts(b)
+        for _ in range(4):  # ...and the other serves the new id too (from the shared store)
+            _equal(c.rollout(late.model_id, q0, qd0, u, 0.01), expect)
+        assert (_rollouts(a) - before[0], _rollouts(b) - before[1]) == (2, 2)
+        c.delete_model(late.model_id)
+        for _ in range(2):  # deleted on one server, gone on both
+            with pytest.raises(WireError) as e:
+                c.get_model(late.model_id)
+            assert e.value.code == "NOT_FOUND"
 
 
 def test_pool_loads_everywhere_matches_the_engine_and_spreads_calls(fleet, arm, rng):

@@ -34,7 +34,7 @@ from simad_client.proto import (
 from .auth import TokenAuth
 from .control import ControlService
 from .metrics import Metrics, serve_metrics
-from .registry import Registry
+from .registry import Registry, StoreLookup
 from .service import Core, GradientService, KinematicsService, ModelService, ServerService, SimulationService
 from .store import ModelStore
 from .worker import SimWorker
@@ -91,7 +91,11 @@ class SimadServer:
         opts = [("grpc.max_send_message_length", c.max_message_bytes),
                 ("grpc.max_receive_message_length", c.max_message_bytes),
                 ("grpc.so_reuseport", 0)]
-        self.server = grpc.aio.server(interceptors=[TokenAuth(c.token)] if c.token else [], options=opts,
+        interceptors = [TokenAuth(c.token)] if c.token else []
+        if self.store.shared:  # other servers may load and delete models in it: follow it per call
+            interceptors.append(StoreLookup(self.registry, lambda: self.core.ready and not self.core.draining,
+                                            self.metrics))
+        self.server = grpc.aio.server(interceptors=interceptors, options=opts,
                                       maximum_concurrent_rpcs=max(4 * c.max_queue, 64))
         models_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(self.core), self.server)
         kinematics_pb2_grpc.add_KinematicsServiceServicer_to_server(KinematicsService(self.core), self.server)

@@ -4,6 +4,11 @@ Two tables: ``sources`` holds each distinct model once, keyed by the model's con
 (SHA-256 of every field), with the text or spec it was loaded from; ``models`` maps the ids
 handed to clients to a source. Deleting an id removes the source when no id refers to it.
 Every write is one transaction, so a crash never leaves a half-stored model.
+
+Several server processes on one host may share a store (WAL mode: readers never wait for a
+writer, and every read sees the last committed write of any process). The reads a server does
+per call (``exists``, ``get``) are primary-key lookups that run to completion, so no read
+transaction stays open between calls.
 """
 
 from __future__ import annotations
@@ -41,10 +46,15 @@ class StoredModel:
     floating_base: bool
 
 
+def _record(r) -> StoredModel:
+    return StoredModel(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), bool(r[6]))
+
+
 class ModelStore:
     """Thread-safe (one connection behind a lock); ``path=None`` keeps everything in memory."""
 
     def __init__(self, path: str | Path | None):
+        self.path = Path(path) if path is not None else None
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path) if path is not None else ":memory:", check_same_thread=False)
@@ -75,13 +85,36 @@ class ModelStore:
             )
         return True
 
+    @property
+    def shared(self) -> bool:
+        """True for a file: another process may write it (an in-memory store is this process's only)."""
+        return self.path is not None
+
+    def exists(self, model_id: str) -> bool:
+        """Whether the id is stored (one primary-key lookup; sees other processes' commits)."""
+        with self._lock:
+            return bool(self._db.execute("SELECT 1 FROM models WHERE model_id = ?", (model_id,)).fetchall())
+
+    def get(self, model_id: str) -> StoredModel | None:
+        """The stored id with its source, or None."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT m.model_id, m.content_hash, m.name, m.created_ms, s.kind, s.source, s.floating_base "
+                "FROM models m JOIN sources s USING (content_hash) WHERE m.model_id = ?", (model_id,)
+            ).fetchall()
+        return _record(rows[0]) if rows else None
+
+    def ids(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT model_id FROM models").fetchall()}
+
     def all(self) -> list[StoredModel]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT m.model_id, m.content_hash, m.name, m.created_ms, s.kind, s.source, s.floating_base "
                 "FROM models m JOIN sources s USING (content_hash) ORDER BY m.created_ms, m.rowid"
             ).fetchall()
-        return [StoredModel(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), bool(r[6])) for r in rows]
+        return [_record(r) for r in rows]
 
     def count_sources(self) -> int:
         with self._lock:
