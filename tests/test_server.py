@@ -165,6 +165,23 @@ def test_control_session_linearization_and_feedback_plan(client, arm, rng):
     assert plan.cost == direct.cost and plan.cost < 0.5 * np.sum(0.04 * np.ones(7)) * (T + 1)
 
 
+def test_a_model_deleted_under_an_open_control_session_is_not_found(client):
+    """Deleting the model a session uses ends the session's next tick with NOT_FOUND (not
+    INTERNAL), and the server keeps serving."""
+    spec = {"name": "only_here", "bodies": [{"name": "rod", "parent": "world", "mass": 1.2345, "com": [0, 0, -0.5],
+                                             "inertia": [0.1, 0.1, 0.01]}],
+            "joints": [{"name": "hinge", "body": "rod", "type": "revolute", "axis": [0, 1, 0]}],
+            "actuators": [{"joint": "hinge", "gear": 1.0}]}
+    info = client.load_model(spec=spec)  # content no other model of this server shares
+    with client.control_session(info.model_id, 0.01, 5) as s:
+        s.step([0.1], [0.0])
+        client.delete_model(info.model_id)
+        with pytest.raises(WireError) as e:
+            s.step([0.1], [0.0])
+    assert e.value.code == "NOT_FOUND" and "deleted" in e.value.message
+    assert client.health() == "SERVING"
+
+
 BAD_CASES = [
     # (description, call(client, mid, model) , code, field)
     ("wrong q0 shape", lambda c, m, M: c.rollout(m, np.zeros((2, 6)), np.zeros(7), np.zeros((5, 7)), 0.01),

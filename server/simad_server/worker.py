@@ -56,6 +56,9 @@ def _worker_main(conn, init_kwargs: dict) -> None:
                 if deadline is not None and time.time() > deadline:
                     raise WireError("DEADLINE_EXCEEDED", "the deadline passed while the call was queued")
                 if key is not None:
+                    if key not in models:  # deleted while a call or a control session still used it
+                        raise WireError("NOT_FOUND", "the model was deleted while this call or session used it",
+                                        "model_id")
                     model = models[key]
                     if overrides:
                         model = model.replace(**overrides)
