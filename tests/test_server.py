@@ -165,6 +165,36 @@ def test_control_session_linearization_and_feedback_plan(client, arm, rng):
     assert plan.cost == direct.cost and plan.cost < 0.5 * np.sum(0.04 * np.ones(7)) * (T + 1)
 
 
+def test_control_session_tracks_a_moving_reference(client, arm, rng):
+    """A reference longer than the horizon is a trajectory from the first tick: tick n plans with
+    its rows n .. n + T (the last held), bit for bit the engine's iLQR on that window."""
+    from simad.mpc import shift
+
+    info, model = arm
+    T, dt, L = 6, 0.01, 9
+    path = model.qpos0 + 0.05 * np.sin(np.arange(L)[:, None] * 0.7 + np.arange(7))  # (L, nq), L > T + 1
+    cost = simad.QuadraticCost(q_weight=np.ones(7), q_ref=path, u_weight=np.full(7, 1e-3))
+    q, qd, u, mu = model.qpos0.copy(), np.zeros(7), np.zeros((T, 7)), 1e-6
+    with client.control_session(info.model_id, dt, T, mode="plan", cost=cost) as s:
+        for n in range(4):  # the window slides past the end at n = 3 (rows 3 .. 9, row 8 held)
+            plan = s.step(q, qd)
+            window = path[np.minimum(n + np.arange(T + 1), L - 1)]
+            direct = ilqr(model, q, qd, u, dt, simad.QuadraticCost(q_weight=np.ones(7), q_ref=window,
+                                                                   u_weight=np.full(7, 1e-3)), mu=mu)
+            np.testing.assert_array_equal(plan.k, direct.k)
+            assert plan.cost == direct.cost
+            u, mu = shift(direct.k), direct.mu
+            q, qd = direct.q_ref[1], direct.qd_ref[1]
+    # a reference of exactly T + 1 rows stays fixed to the horizon (the old meaning)
+    fixed = simad.QuadraticCost(q_weight=np.ones(7), q_ref=path[: T + 1], u_weight=np.full(7, 1e-3))
+    with client.control_session(info.model_id, dt, T, mode="plan", cost=fixed) as s:
+        s.step(model.qpos0, np.zeros(7))
+        second = s.step(model.qpos0, np.zeros(7))
+    p0 = ilqr(model, model.qpos0, np.zeros(7), np.zeros((T, 7)), dt, fixed)
+    p1 = ilqr(model, model.qpos0, np.zeros(7), shift(p0.k), dt, fixed, mu=p0.mu)
+    np.testing.assert_array_equal(second.k, p1.k)
+
+
 def test_a_model_deleted_under_an_open_control_session_is_not_found(client):
     """Deleting the model a session uses ends the session's next tick with NOT_FOUND (not
     INTERNAL), and the server keeps serving."""

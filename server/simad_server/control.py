@@ -3,10 +3,17 @@
 The session keeps the nominal controls between ticks (warm start, shifted one step after each
 reply). LINEARIZATION mode returns the nominal trajectory from the measured state with its
 A_t, B_t; FEEDBACK_PLAN mode runs iLQR iterations (``simad.mpc.ilqr``) and returns the plan.
+
+Moving references (tracking): a cost reference with more rows than the horizon needs (q_ref,
+qd_ref, frame_ref: more than T + 1; u_ref: more than T) is a trajectory indexed from the
+session's first tick: tick n plans with rows n .. n + T (n .. n + T - 1 for u_ref), the last
+row held once the trajectory ends. References of T + 1 (T) rows or without a time axis stay
+fixed to the horizon's steps, as before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import grpc
@@ -58,9 +65,23 @@ class _Session:
             raise WireError("INVALID_ARGUMENT", f"expected 1 <= iterations <= 100, got {s.iterations}", "start.iterations")
         self.mu = s.regularization or 1e-6
         self.cost = core.cost(s.cost, "start.cost") if self.plan_mode else None
+        self.moving: dict = {}  # reference name -> (trajectory, rows per tick)
+        self.ticks = 0
         if self.plan_mode:
             if m.nu == 0:
                 raise WireError("INVALID_ARGUMENT", "FEEDBACK_PLAN needs a model with actuators", "start.mode")
+            for name, tail, rows in (("q_ref", 1, self.T + 1), ("qd_ref", 1, self.T + 1), ("u_ref", 1, self.T),
+                                     ("frame_ref", 2, self.T + 1)):
+                a = getattr(self.cost, name)
+                if a is not None and np.ndim(a) == tail + 1 and np.shape(a)[0] > rows:
+                    self.moving[name] = (np.asarray(a, np.float64), rows)
+
+    def cost_at(self, n: int) -> simad.QuadraticCost:
+        """The cost of tick n: moving references windowed to rows n .. n + rows - 1 (last row held)."""
+        if not self.moving:
+            return self.cost
+        win = {name: a[np.minimum(n + np.arange(rows), len(a) - 1)] for name, (a, rows) in self.moving.items()}
+        return dataclasses.replace(self.cost, **win)
 
     async def tick(self, core: Core, context, q, qd, u) -> control_pb2.ControlReply:
         m = self.model
@@ -69,9 +90,10 @@ class _Session:
                 raise WireError("INVALID_ARGUMENT", f"expected shape ({self.T}, {m.nu}), got {u.shape}", "tick.controls")
             self.u = np.array(u, dtype=np.float64)
         if self.plan_mode:
-            p = await core.run(context, "ilqr", self.key, q, qd, self.u, self.dt, self.cost, iterations=self.iterations,
-                               integrator=self.integrator, mu=self.mu, **self.kw)
+            p = await core.run(context, "ilqr", self.key, q, qd, self.u, self.dt, self.cost_at(self.ticks),
+                               iterations=self.iterations, integrator=self.integrator, mu=self.mu, **self.kw)
             self.mu = p.mu
+            self.ticks += 1
             self.u = shift(p.k)
             reply = control_pb2.ControlReply()
             reply.plan.cost = p.cost
@@ -103,7 +125,7 @@ class ControlService:
                     session = _Session(self.core, req.start)
                     if session.plan_mode:  # the cost is checked against the model now, not at the first tick
                         try:
-                            await self.core.run(context, "check_cost", session.key, session.cost, session.T)
+                            await self.core.run(context, "check_cost", session.key, session.cost_at(0), session.T)
                         except simad.InputError as e:
                             raise WireError("INVALID_ARGUMENT", str(e).split(": ", 1)[-1], f"start.{e.field}") from None
                     info.update(model=req.start.model_id, T=session.T)
