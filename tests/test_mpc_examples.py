@@ -1,7 +1,8 @@
 """The MPC arm-tracking example, end to end: its own server subprocess, one control session with
 the target's path as a moving reference, a plant with heavier links; a short run (2 s
-simulated, half a lap) with a 15-step horizon, below the batch size at which the server's iLQR would need its parallel linearize kernel, which
-the examples' `--warmup serial` server does not load up front (several seconds on the first tick)."""
+simulated, half a lap) with a 15-step horizon, below the batch size at which the server's iLQR
+would need its parallel linearize kernel, which the examples' `--warmup serial` server does not
+load up front (several seconds on the first tick)."""
 
 import json
 import os
