@@ -306,10 +306,11 @@ def test_100k_step_horizon_at_batch_64_stays_within_the_memory_budget():
     # beyond the budget: the (B, T, nu) gradient itself and transient input checks
     assert peak < budget + 1.5 * u.nbytes < full_tape, peak
     assert np.all(np.isfinite(g.controls)) and np.any(g.controls != 0)
-    g2 = simad.value_and_grad(m, q0, np.zeros((B, 1)), u, 0.01, simad.QuadraticCost(terminal_q_weight=2.0),
-                              checkpoint_every=2000)
-    assert np.max(np.abs(g2.controls - g.controls)) <= 1e-12
-    np.testing.assert_allclose(g2.loss, g.loss, rtol=1e-13)  # summed per segment: another order
+    full = simad.value_and_grad(m, q0, np.zeros((B, 1)), u, 0.01, simad.QuadraticCost(terminal_q_weight=2.0),
+                                memory_budget=4 * full_tape)  # the whole tape (~100 MB) in one segment
+    assert full.checkpoint_every == T
+    assert np.max(np.abs(full.controls - g.controls)) <= 1e-12
+    np.testing.assert_allclose(full.loss, g.loss, rtol=1e-13)  # summed per segment: another order
 
 
 def test_memory_budget_chooses_the_segment():
