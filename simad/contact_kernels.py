@@ -69,6 +69,15 @@ def _o_slots(top: ti.template()):
 
 
 @ti.func
+def _slot(top: ti.template(), cs):
+    """(pair p, contact k, geom a, geom b) of contact slot cs."""
+    ocs = _o_slots(top) + 2 * cs
+    p = top[ocs]
+    op = 4 + 2 * top[0] + 3 * p
+    return p, top[ocs + 1], top[op], top[op + 1]
+
+
+@ti.func
 def _v6(S: ti.template(), b, o):
     return ti.Vector([S[b, o + c] for c in ti.static(range(6))])
 
@@ -382,11 +391,7 @@ def _near(cfg: ti.template(), top: ti.template(), BD: ti.template(), b, cs, dt):
     (centre speeds plus rotation times a bound on the lever arm), plus twice the activation
     margin (impulse: slop; smooth: 30 softness, where the softplus force is below 1e-13 of its
     scale). cfg[6] <= 0.5 turns the test off."""
-    ng = top[0]
-    ocs = _o_slots(top) + 2 * cs
-    p = top[ocs]
-    op = 4 + 2 * ng + 3 * p
-    ga, gb = top[op], top[op + 1]
+    p, k, ga, gb = _slot(top, cs)
     near = 1
     if cfg[6] > 0.5:
         ca = ti.Vector([BD[b, BW * ga + k] for k in ti.static(range(3))])
@@ -617,11 +622,8 @@ def _stage_detect(X: ti.template(), prm: ti.template(), cfg: ti.template(), top:
                   tb: ti.template()):
     """Narrow phase of contact slot cs (pair p, contact k): its record (impulse mode) or its
     penalty impulse (smooth)."""
-    ng, nb, P, K = top[0], top[1], top[2], top[3]
-    ocs = _o_slots(top) + 2 * cs
-    p, k = top[ocs], top[ocs + 1]
-    op = 4 + 2 * ng + 3 * p
-    ga, gb = top[op], top[op + 1]
+    nb, P, K = top[1], top[2], top[3]
+    p, k, ga, gb = _slot(top, cs)
     Ra, pa, sa, ba = _geom_pose(prm, cfg, top, S, b, ga, ta, nit)
     Rb, pb, sb, bb = _geom_pose(prm, cfg, top, S, b, gb, tb, nit)
     xa = _com_of(X, t, b, ba)
@@ -692,11 +694,8 @@ def _stage_solve(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti
                  t, b, cs, it, nit):
     """One Jacobi iteration over the contacts of pair p (impulse mode), with mass splitting:
     each contact sees its bodies' masses divided by their number of active contacts."""
-    ng, nb, P, K = top[0], top[1], top[2], top[3]
-    ocs = _o_slots(top) + 2 * cs
-    p, k = top[ocs], top[ocs + 1]
-    op = 4 + 2 * ng + 3 * p
-    ga, gb = top[op], top[op + 1]
+    nb, P, K = top[1], top[2], top[3]
+    p, k, ga, gb = _slot(top, cs)
     ba, bb = top[5 + 2 * ga], top[5 + 2 * gb]
     oV = it * nb * 6
     if True:
@@ -770,11 +769,8 @@ def _stage_apply(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti
 def _stage_toi(X: ti.template(), prm: ti.template(), top: ti.template(), S: ti.template(), t, b, cs, dt, nit):
     """Time-of-impact weights: a contact that closes at time toi inside the step moved its
     bodies with the pre-impact velocity until toi; sum toi * J per body into W."""
-    ng, nb, P, K = top[0], top[1], top[2], top[3]
-    ocs = _o_slots(top) + 2 * cs
-    p, k = top[ocs], top[ocs + 1]
-    op = 4 + 2 * ng + 3 * p
-    ga, gb = top[op], top[op + 1]
+    nb, P, K = top[1], top[2], top[3]
+    p, k, ga, gb = _slot(top, cs)
     ba, bb = top[5 + 2 * ga], top[5 + 2 * gb]
     xa = _com_of(X, t, b, ba)
     xb = _com_of(X, t, b, bb)
@@ -913,10 +909,8 @@ def rollout_kernel(X: arr(ndim=4), U: arr(ndim=4), prm: arr(ndim=1), cfg: arr(nd
             nc = ncand[b]
             for j in range(nc):
                 cs = cand[b, j]
-                ocs = _o_slots(top) + 2 * cs
-                p = top[ocs]
-                op = 4 + 2 * top[0] + 3 * p
-                ta, tb = top[4 + 2 * top[op]], top[4 + 2 * top[op + 1]]
+                p, k, ga, gb = _slot(top, cs)
+                ta, tb = top[4 + 2 * ga], top[4 + 2 * gb]
                 for pt in ti.static(types):
                     if ta == pt[0] and tb == pt[1]:
                         _stage_detect(X, prm, cfg, top, S, cnt, t, b, cs, dt, mode, nit, toi, pt[0], pt[1])
