@@ -69,8 +69,9 @@ class MLPPolicy:
         hidden: widths of the hidden layers, e.g. (32, 32); () gives a linear policy.
         observation: "trig" or "raw" (how revolute angles are observed, see the module doc).
         obs_scale: scalar or (nobs,) factor on the observation (e.g. 0.1 on fast velocities).
-        output_scale: scalar or (nu,) s; default: the half-width max(|lo|, |hi|) of each
-            limited actuator's control range, 1 for unlimited ones.
+        output_scale: scalar or (nu,) s; default: the largest absolute bound max(|lo|, |hi|)
+            of each limited actuator's control range (the half-range of a symmetric one), 1 for
+            unlimited ones.
         squash: tanh on the output layer (default) or a linear output.
         weights: (P,) initial weights; default: seeded random (Glorot-uniform hidden layers,
             output layer scaled by 0.01 so the untrained policy is close to zero).

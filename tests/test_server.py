@@ -208,7 +208,7 @@ def test_a_model_deleted_under_an_open_control_session_is_not_found(client):
         client.delete_model(info.model_id)
         with pytest.raises(WireError) as e:
             s.step([0.1], [0.0])
-    assert e.value.code == "NOT_FOUND" and "deleted" in e.value.message
+    assert (e.value.code, e.value.field) == ("NOT_FOUND", "start.model_id") and "deleted" in e.value.message
     assert client.health() == "SERVING"
 
 

@@ -122,6 +122,15 @@ def test_bad_policies_name_the_field_and_the_server_keeps_serving(client, cart, 
     with pytest.raises(WireError) as e:
         client._unary(client._gradients.RolloutJvp, req, 30)
     assert (e.value.code, e.value.field) == ("UNIMPLEMENTED", "rollout.policy")
+    req = gradients_pb2.RolloutJvpRequest()  # forward mode differentiates controls: a steps-only spec is refused
+    encode.rollout_spec(info.model_id, q0, qd0, None, 0.01, steps=3, out=req.rollout)
+    with pytest.raises(WireError) as e:
+        client._unary(client._gradients.RolloutJvp, req, 30)
+    assert (e.value.code, e.value.field) == ("INVALID_ARGUMENT", "rollout.controls")
+    # B is the largest batch of any input: one q0 row with 100 qd0 rows is B = 100 (limit 64)
+    with pytest.raises(WireError) as e:
+        client.rollout(info.model_id, q0, np.zeros((100, model.nv)), None, 0.01, policy=pol, steps=5)
+    assert (e.value.code, e.value.field) == ("RESOURCE_EXHAUSTED", "rollout.qd0")
     # the server still serves, and a policy for another model is refused by its size
     chain = client.load_model(builtin="planar_chain_3")
     with pytest.raises(WireError) as e:

@@ -27,7 +27,8 @@ from simad.mpc import shift
 from .errors import abort, status_of
 from .service import Core, fill
 
-TICK_FIELDS = {"q0": "tick.q", "qd0": "tick.qd", "controls": "tick.controls", "q": "tick.q", "qd": "tick.qd"}
+TICK_FIELDS = {"q0": "tick.q", "qd0": "tick.qd", "controls": "tick.controls", "q": "tick.q", "qd": "tick.qd",
+               "model_id": "start.model_id"}
 START_FIELDS = {"cost": "start.cost", "dt": "start.dt", "controls": "start.controls", "integrator": "start.integrator",
                 "iterations": "start.iterations", "regularization": "start.regularization",
                 "limit_stiffness": "start.limit_stiffness", "limit_damping": "start.limit_damping", "model": "start.model_id"}

@@ -21,7 +21,7 @@ ROLLOUT_FIELDS = {
     "qd_ref": "rollout.feedback.qd_ref", "limit_stiffness": "rollout.limit_stiffness",
     "limit_damping": "rollout.limit_damping", "params": "options.params", "memory_budget": "options.memory_budget_bytes",
     "checkpoint_every": "options.checkpoint_every", "clip_norm": "options.clip_norm",
-    "policy": "rollout.policy", "steps": "rollout.steps",
+    "policy": "rollout.policy", "steps": "rollout.steps", "model_id": "rollout.model_id",
     # a ModelError during such a call comes from the per-call parameter overrides
     "__model__": "rollout.param_overrides[{}]",
 }
@@ -31,7 +31,8 @@ ROLLOUT_FIELDS = {
 # request's ``rollout.options``, so "contact.iterations" is reported as "rollout.options.iterations"
 CONTACT_FIELDS = {
     "q0": "rollout.q0", "qd0": "rollout.qd0", "controls": "rollout.controls", "steps": "rollout.steps",
-    "dt": "rollout.dt", "contact": "rollout.options", "model": "rollout.model_id", "q_bar": "q_bar",
+    "dt": "rollout.dt", "contact": "rollout.options", "model": "rollout.model_id", "model_id": "rollout.model_id",
+    "q_bar": "q_bar",
     "qd_bar": "qd_bar", "params": "params", "cost": "cost",
 }
 
@@ -52,7 +53,10 @@ def status_of(exc: BaseException, fields: dict | None = None, prefix: str = "") 
     if isinstance(exc, DecodeError):  # a stream message that is not the declared protobuf type
         return grpc.StatusCode.INVALID_ARGUMENT, f"malformed message: {exc}", "body"
     if isinstance(exc, WireError):
-        return getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNKNOWN), exc.message, exc.field
+        field = exc.field
+        if field == "model_id" and fields and "model_id" in fields:  # e.g. the worker's NOT_FOUND of a deleted model
+            field = fields["model_id"]
+        return getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNKNOWN), exc.message, field
     if isinstance(exc, simad.NonFiniteError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc), exc.field
     if isinstance(exc, simad.InputError):

@@ -120,38 +120,45 @@ class Core:
                 raise WireError("INVALID_ARGUMENT", str(e).split(": ", 1)[-1], f"{field}.param_overrides[{e.field}]") from None
         return entry.key, model, vals
 
-    def rollout_args(self, spec: simulation_pb2.RolloutSpec, info: dict, field: str = "rollout"):
-        """(key, model, overrides, args, kwargs) of simad.rollout from a RolloutSpec; sizes checked."""
+    def rollout_args(self, spec: simulation_pb2.RolloutSpec, info: dict, field: str = "rollout",
+                     gradient: bool = False):
+        """(key, model, overrides, args, kwargs) of simad.rollout from a RolloutSpec; sizes checked
+        (``gradient``: also what only a reverse pass allocates)."""
         key, model, overrides = self.model(spec.model_id, spec.param_overrides, field)
         q0 = self.tensor(spec.q0, f"{field}.q0")
         qd0 = self.tensor(spec.qd0, f"{field}.qd0")
         controls = self.tensor(spec.controls, f"{field}.controls", required=spec.steps == 0)
         if spec.steps < 0:
             raise WireError("INVALID_ARGUMENT", f"expected >= 0, got {spec.steps}", f"{field}.steps")
-        B = q0.shape[0] if q0.ndim == 2 else (controls.shape[0] if controls is not None and controls.ndim == 3 else 1)
+        kw = {"integrator": self.integrator(spec.integrator, f"{field}.integrator")}
+        if spec.HasField("feedback"):
+            fb = spec.feedback
+            kw["gains"] = self.tensor(fb.gains, f"{field}.feedback.gains")
+            kw["q_ref"] = self.tensor(fb.q_ref, f"{field}.feedback.q_ref")
+            kw["qd_ref"] = self.tensor(fb.qd_ref, f"{field}.feedback.qd_ref", required=False)
+        # B as the engine sees it: the largest leading size of any batched input (one row is shared)
+        batched = [(a.shape[0], f) for a, nd, f in (
+            (q0, 2, "q0"), (qd0, 2, "qd0"), (controls, 3, "controls"), (kw.get("gains"), 4, "feedback.gains"),
+            (kw.get("q_ref"), 3, "feedback.q_ref"), (kw.get("qd_ref"), 3, "feedback.qd_ref"))
+            if a is not None and a.ndim == nd]
+        B, fb_name = max(batched, default=(1, "q0"))
         if controls is not None:
             T, ft = (controls.shape[-2] if controls.ndim >= 2 else 0), f"{field}.controls"
         else:
             T, ft = spec.steps, f"{field}.steps"
-        self.check_sizes(B, T, f"{field}.q0", ft)
+        self.check_sizes(B, T, f"{field}.{fb_name}", ft)
         info.update(model=spec.model_id, B=B, T=T)
-        kw = {"integrator": self.integrator(spec.integrator, f"{field}.integrator")}
         if controls is None:
             kw["steps"] = spec.steps
         if spec.HasField("policy"):
             pol = kw["policy"] = self.policy(spec.policy, model, f"{field}.policy")
-            if B * pol.num_params > self.limits.max_elements:  # the per-env weight gradients of a gradient call
+            if gradient and B * pol.num_params > self.limits.max_elements:  # the per-env weight gradients
                 raise WireError("RESOURCE_EXHAUSTED", f"B x weights = {B} x {pol.num_params} exceeds the element limit "
                                 f"{self.limits.max_elements}", f"{field}.policy.weights")
             if B * T * pol.num_params > POLICY_WORK:
                 raise WireError("RESOURCE_EXHAUSTED", f"B x T x weights = {B * T * pol.num_params:.3g} multiply-adds "
                                 f"exceeds the per-call limit {POLICY_WORK:.3g}; split the batch or the horizon",
                                 f"{field}.policy.weights")
-        if spec.HasField("feedback"):
-            fb = spec.feedback
-            kw["gains"] = self.tensor(fb.gains, f"{field}.feedback.gains")
-            kw["q_ref"] = self.tensor(fb.q_ref, f"{field}.feedback.q_ref")
-            kw["qd_ref"] = self.tensor(fb.qd_ref, f"{field}.feedback.qd_ref", required=False)
         for k in ("limit_stiffness", "limit_damping"):
             if spec.HasField(k):
                 kw[k] = getattr(spec, k)
@@ -504,7 +511,7 @@ class GradientService:
     @handler("RolloutVjp", dict(ROLLOUT_FIELDS, q_bar="q_bar", qd_bar="qd_bar"))
     async def RolloutVjp(self, request, context, info):
         core = self.core
-        key, model, overrides, args, kw = core.rollout_args(request.rollout, info)
+        key, model, overrides, args, kw = core.rollout_args(request.rollout, info, gradient=True)
         kw.update(core.grad_options(request.options))
         qb = core.tensor(request.q_bar, "q_bar", required=False)
         vb = core.tensor(request.qd_bar, "qd_bar", required=False)
@@ -514,7 +521,7 @@ class GradientService:
     @handler("ValueAndGrad", VALUE_FIELDS)
     async def ValueAndGrad(self, request, context, info):
         core = self.core
-        key, model, overrides, args, kw = core.rollout_args(request.rollout, info)
+        key, model, overrides, args, kw = core.rollout_args(request.rollout, info, gradient=True)
         kw.update(core.grad_options(request.options))
         cost = core.cost(request.cost)
         g = await core.run(context, "value_and_grad", key, *args, cost, overrides=overrides, **kw)
@@ -545,6 +552,9 @@ class GradientService:
             raise WireError("UNIMPLEMENTED", "forward mode is open loop only (no feedback)", "rollout.feedback")
         if "policy" in kw:
             raise WireError("UNIMPLEMENTED", "forward mode is open loop only (no policy)", "rollout.policy")
+        if "steps" in kw:
+            raise WireError("INVALID_ARGUMENT", "forward mode needs the controls it differentiates (not only steps)",
+                            "rollout.controls")
         tangents = [core.tensor(getattr(request, k), k, required=False) for k in ("dq0", "dqd0", "dcontrols")]
         tr, dq, dqd = await core.run(context, "rollout_jvp", key, *args, *tangents, overrides=overrides, **kw)
         resp = fill(gradients_pb2.RolloutJvpResponse(), dq=dq, dqd=dqd)

@@ -48,7 +48,8 @@ class ContactOptions:
         softness: m, width of the softplus on the penetration (smooth) [1e-4].
         friction_eps: m/s, slip-speed regularisation of smooth friction [1e-2].
         broad_phase: skip pairs whose bounding spheres cannot meet within the step [True];
-            False runs the narrow phase on every pair (same results; for checks).
+            False runs the narrow phase on every pair (same results but for box-box pairs whose
+            bounding spheres are apart while their face test reports an overlap; for checks).
     """
 
     mode: str = "impulse"

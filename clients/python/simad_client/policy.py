@@ -29,7 +29,7 @@ class MLPPolicy:
 
     Build one with ``MLPPolicy.for_model(info, hidden=(32, 32))``; after a gradient step, use
     ``policy.with_weights(w)``. ``output_scale`` None lets the server pick each actuator's
-    control half-range (1 when unlimited)."""
+    largest absolute control bound max(|lo|, |hi|) (1 when unlimited)."""
 
     sizes: tuple[int, ...]
     weights: np.ndarray

@@ -251,7 +251,9 @@ class ClientPool:
         loaded = {i: r for i, r in enumerate(outcomes) if isinstance(r, ModelInfo)}
         errors = {i: r for i, r in enumerate(outcomes) if isinstance(r, WireError)}
         hashes = {r.content_hash for r in loaded.values()}
-        refused = [e for e in errors.values() if e.code != "UNAVAILABLE"]
+        # down or momentarily busy servers get the model on their first call; anything else is a refusal
+        refused = [e for e in errors.values() if e.code != "UNAVAILABLE"
+                   and not (e.code == "RESOURCE_EXHAUSTED" and e.message.startswith(BUSY_PREFIX))]
         if refused or len(hashes) > 1 or not loaded:
             for i, info in loaded.items():
                 try:
