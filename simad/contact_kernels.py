@@ -385,6 +385,12 @@ def _margin(cfg: ti.template()):
 
 
 @ti.func
+def _slack(c, r):
+    """A geom's share of the broad phase's rounding slack, relative to its size and position."""
+    return 1e-6 * (1.0 + r + ti.abs(c).max())
+
+
+@ti.func
 def _near(cfg: ti.template(), top: ti.template(), BD: ti.template(), b, cs, dt):
     """1 unless the pair of slot cs certainly cannot touch within the step: its bounding spheres
     (a plane's half-space) are apart by more than what the free-motion velocities close in dt
@@ -408,7 +414,9 @@ def _near(cfg: ti.template(), top: ti.template(), BD: ti.template(), b, cs, dt):
         lever = ra + rb + ti.max(gap, 0.0)
         close = dt * (BD[b, BW * ga + 4] + BD[b, BW * gb + 4] + BD[b, BW * ga + 5] * (lever + rb)
                       + BD[b, BW * gb + 5] * (lever + ra))
-        if gap > close + _margin(cfg):
+        # + _slack per geom: above f32 rounding of metre-scale positions (the two gaps come from
+        # different formulas); in f64 it only admits a few more candidates
+        if gap > close + _margin(cfg) + _slack(ca, ra) + _slack(cb, rb):
             near = 0
     return near
 
@@ -464,7 +472,9 @@ def _stage_broad(prm: ti.template(), cfg: ti.template(), top: ti.template(), S: 
             lo = 1e30
             hi = 1e30
             if top[4 + 2 * g] != PLANE:
-                ext = BD[b, BW * g + 3] + 2.0 * dt * (BD[b, BW * g + 4] + 3.0 * BD[b, BW * g + 5] * rmax) + m2
+                c = ti.Vector([BD[b, BW * g + k] for k in ti.static(range(3))])
+                ext = (BD[b, BW * g + 3] + 2.0 * dt * (BD[b, BW * g + 4] + 3.0 * BD[b, BW * g + 5] * rmax) + m2
+                       + 2.0 * _slack(c, BD[b, BW * g + 3]))
                 lo = BD[b, BW * g] - ext
                 hi = BD[b, BW * g] + ext
             BD[b, BW * g + 6] = lo
