@@ -70,9 +70,16 @@ def _prewarm() -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def runtime():
+def runtime(tmp_path_factory):
     _prewarm()
-    return simad.init(arch="cpu", precision="f64")
+    if os.environ.get("SIMAD_TEST_PREWARM", "1") != "0":  # a whole-suite run: use the idle core (precision_runs)
+        import precision_runs
+
+        precision_runs.start_background(tmp_path_factory.mktemp("precision"))
+    yield simad.init(arch="cpu", precision="f64")
+    import precision_runs
+
+    precision_runs.stop_background()  # not collected (e.g. -k): stop them
 
 
 @pytest.fixture

@@ -5,12 +5,10 @@ it), MuJoCo (same MJCF model, Euler integrator), Pinocchio's ``computeABADerivat
 energy conservation, and central finite differences in float64 for every gradient kind.
 """
 
-import os
-import subprocess
-import sys
 import tracemalloc
 
 import numpy as np
+import precision_runs
 import pytest
 from reference import random_inertia, random_rotation
 
@@ -469,54 +467,16 @@ def test_bad_gradient_input_names_the_field():
 # the same gradients in float32 and under Taichi's debug mode (fresh processes: both are
 # process-wide runtime settings)
 # ---------------------------------------------------------------------------------------------
-_SUB = r"""
-import sys, numpy as np, simad
-from simad import models
-
-
-def run(path):
-    m = models.planar_chain(3)
-    u = 0.3 * np.sin(np.arange(30)[:, None] * 0.2 + np.arange(3))
-    g = simad.value_and_grad(m, [0.1, 0.2, 0.3], np.zeros(3), u, 0.01, simad.QuadraticCost(terminal_q_weight=2.0))
-    tr = simad.rollout(m, [0.1, 0.2, 0.3], np.zeros(3), u, 0.01, "rk4")
-    np.save(path, np.concatenate([g.controls.ravel(), g.loss, tr.q.ravel()]))
-"""
-_MAIN = """
-simad.init(arch="cpu", precision=sys.argv[1], debug=sys.argv[2] == "1")
-run(sys.argv[3])
-"""
-
-
-def _start(tmp_path, precision, debug):
-    """Starts the run in a fresh interpreter with its own (empty) kernel cache, so the two
-    configurations compile side by side on the two cores without sharing a cache index."""
-    out = tmp_path / f"{precision}{debug}.npy"
-    # each configuration compiles its own kernels; f32 in compile mode "fast" (3x quicker to
-    # compile, same arithmetic), debug in "balanced" (measured: debug compiles slower in "fast")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
-               SIMAD_COMPILE="balanced" if debug else "fast", SIMAD_CACHE_DIR=str(tmp_path / f"cache-{precision}{debug}"))
-    proc = subprocess.Popen([sys.executable, "-c", _SUB + _MAIN, precision, str(int(debug)), str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    return proc, out
-
-
-def _finish(proc, out):
-    try:
-        _, err = proc.communicate(timeout=900)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    assert proc.returncode == 0, err[-3000:]
-    return np.load(out)
-
-
 def test_float32_and_debug_mode_agree_with_float64(tmp_path):
-    runs = [_start(tmp_path, "f64", True), _start(tmp_path, "f32", False)]  # debug: bounds and access checks
+    # debug: bounds and access checks. The two runs compile from empty caches for ~1.5 min; the
+    # session starts them in the background after the prewarm (conftest), so they compile on the
+    # core the serial tests leave idle; run alone, this test starts them itself.
+    runs = precision_runs.take() or precision_runs.start(tmp_path)
     ns: dict = {}
-    exec(compile(_SUB, "reference_run", "exec"), ns)  # the same computation in this (f64) process
+    exec(compile(precision_runs.SUB, "reference_run", "exec"), ns)  # the same computation in this (f64) process
     ns["run"](tmp_path / "ref.npy")
     ref = np.load(tmp_path / "ref.npy")
-    dbg, f32 = (_finish(*r) for r in runs)
+    dbg, f32 = (precision_runs.finish(*r) for r in runs)
     np.testing.assert_allclose(dbg, ref, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(f32, ref, rtol=2e-3, atol=2e-4)
 
