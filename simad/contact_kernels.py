@@ -365,7 +365,7 @@ def _stage_bounds(prm: ti.template(), cfg: ti.template(), top: ti.template(), S:
     vs = 0.0
     ws = 0.0
     if body >= 0:
-        im, Ibi, Rb, x = _body(S, top, b, body, nit)
+        im, Iw, x = _body_mass(S, top, b, body, nit)  # the COM (the geom pose read the rest already)
         v = ti.Vector([S[b, 6 * body + k] for k in ti.static(range(3))])
         w = ti.Vector([S[b, 6 * body + 3 + k] for k in ti.static(range(3))])
         vc = v + w.cross(c - x)

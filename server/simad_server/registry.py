@@ -111,7 +111,6 @@ class Registry:
         self.store = store
         self.max_models = max_models
         self.worker = worker
-        self.check_deletes = True  # per call, a held id is looked up in a shared store (off: deletes elsewhere go unseen)
         self._lock = threading.RLock()
         self._models: dict[str, Entry] = {}
         self._pending: Counter = Counter()  # content hash -> loads in progress (the worker must keep that key)
@@ -203,7 +202,7 @@ class Registry:
         """Brings this server in line with the store about ``model_id`` before a call naming it
         is served (a no-op for an in-memory store):
 
-        - held and stored: nothing to do (one primary-key lookup, or none with ``check_deletes`` off);
+        - held and stored: nothing to do (one primary-key lookup);
         - held but no longer stored (deleted through another server): dropped, the call gets NOT_FOUND;
         - stored but not held (loaded through another server): loaded as start-up restores it, then
           served. Concurrent calls share one load. RESOURCE_EXHAUSTED when --max-models are held;
@@ -214,7 +213,7 @@ class Registry:
         if not model_id or not self.store.shared:
             return
         if model_id in self._models:
-            if self.check_deletes and not self.store.exists(model_id):
+            if not self.store.exists(model_id):
                 self.forget(model_id)
             return
         task = self._loading.get(model_id)
