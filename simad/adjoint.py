@@ -22,6 +22,7 @@ import taichi as ti
 
 from .dynamics import _A, _DI, _P, _U, _U1, _V, _aba_free_outward, _bot, _join, _top, _v6, _st6
 from .dynamics import body_inertia, free_col, motion_col, ndof
+from .contact_forces import contact_vjp
 from .kinematics import _FREE, _PRI, _REV
 from .tmath import POS, ROT, mat3, quat_exp, quat_mul, quat_to_mat, row_mat3, row_vec3, skew, vec3
 
@@ -290,11 +291,12 @@ def _inertia_vjp(dyn: ti.template(), pose: ti.template(), G: ti.template(), pbar
 def rnea_adjoint(q: ti.template(), qd: ti.template(), qdd: ti.template(), lam: ti.template(), topo: ti.template(),
                  geo: ti.template(), dyn: ti.template(), dof: ti.template(), pose: ti.template(), S: ti.template(),
                  G: ti.template(), qb: ti.template(), qdb: ti.template(), pbar: ti.template(), dofbar: ti.template(),
-                 b, sign):
+                 b, sign, cg: ti.template(), cgb: ti.template()):
     """Adds sign * d(lam . RNEA(q, qd, qdd))/d(.) into qb (B, nq: coordinates), qdb (B, nv),
     pbar (B, nbody, NPB: dyn columns then body_pos; gravity in row 0, columns 1-3) and dofbar
     (B, nv, 2: damping, armature). Needs S (V, C, A and the summed forces in P) from
-    ``rnea_env`` at the same (q, qd, qdd)."""
+    ``rnea_env`` at the same (q, qd, qdd). With a contact table cg (else the int 0), the
+    contact wrenches' part (-J^T F_ext) is reversed too; geom parameter cotangents go to cgb."""
     nbody = topo[0, 2]
     for i in range(nbody):
         for c in range(NG):
@@ -319,6 +321,8 @@ def rnea_adjoint(q: ti.template(), qd: ti.template(), qdd: ti.template(), lam: t
         _st6(G, b, i, _GAB, Ib @ Pb)
         _st6(G, b, i, _GVB, Vb)
         _inertia_vjp(dyn, pose, G, pbar, b, i, Pb.outer_product(A) + hb.outer_product(V), sign)
+    if ti.static(not isinstance(cg, int)):  # before the velocity cotangents flow to the root
+        contact_vjp(cg, pose, S, G, cgb, b, sign, _GFB, _GVB, _GRB, _GPB)
     # A_i = A_par + V_i xm vj_i + S qdd, V_i = V_par + vj_i, vj_i = S qd (leaves to root)
     for kk in range(nbody - 1):
         i = nbody - 1 - kk

@@ -228,7 +228,8 @@ def _build_scene(m: Model) -> _Scene:
             continue
         if m.jnt_type[j] != JointType.FREE or parent != 0:
             raise ModelError(f"joint '{m.jnt_names[j]}' is not a free joint of a child of the world; contact scenes "
-                             "support free bodies and static geometry only (articulated contact is not implemented)",
+                             "support free bodies and static geometry only (articulated models take smooth contact "
+                             "through rollout(..., contact=Contact(mode='smooth')))",
                              element=f"body '{m.body_names[b]}'", field="joint")
         if m.body_mass[b] <= 0:
             raise ModelError("a moving body needs a positive mass", element=f"body '{m.body_names[b]}'", field="mass")

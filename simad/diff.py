@@ -19,6 +19,7 @@ import numpy as np
 import taichi as ti
 
 from .adjoint import NG, NPB, aba_solve, conj, integrate_vjp, normalize_vjp, q4, quat_log_vjp, rnea_adjoint
+from .contact_forces import NGB, param_grads
 from .dynamics import _dof, rnea_env
 from .dynamics import device as dyn_device
 from .errors import InputError
@@ -48,7 +49,7 @@ def accel_vjp(qw: ti.template(), vw: ti.template(), uw: ti.template(), aw: ti.te
               lam: ti.template(), qsb: ti.template(), vsb: ti.template(), ub: ti.template(), topo: ti.template(),
               geo: ti.template(), dyn: ti.template(), dof: ti.template(), act: ti.template(), lim: ti.template(),
               pose: ti.template(), S: ti.template(), G: ti.template(), pbar: ti.template(), dofbar: ti.template(),
-              gearbar: ti.template(), b, kl, dl):
+              gearbar: ti.template(), b, kl, dl, cg: ti.template(), cgb: ti.template()):
     """Pulls y (the cotangent of a = ABA(q, qd, tau(u, q, qd))) back into qsb, vsb, ub and the
     parameter cotangents. Needs the ABA factorisation of ``stage_accel`` at (qw, vw) in S.
 
@@ -56,8 +57,8 @@ def accel_vjp(qw: ti.template(), vw: ti.template(), uw: ti.template(), aw: ti.te
     blocks it outside (the derivative of the clip; at the bound itself it passes)."""
     nv = topo[0, 3]
     aba_solve(topo, geo, pose, S, y, lam, b)
-    rnea_env(qw, vw, aw, topo, geo, dyn, dof, pose, S, y, b)  # y is free again: tau lands there
-    rnea_adjoint(qw, vw, aw, lam, topo, geo, dyn, dof, pose, S, G, qsb, vsb, pbar, dofbar, b, -1.0)
+    rnea_env(qw, vw, aw, topo, geo, dyn, dof, pose, S, y, b, cg)  # y is free again: tau lands there
+    rnea_adjoint(qw, vw, aw, lam, topo, geo, dyn, dof, pose, S, G, qsb, vsb, pbar, dofbar, b, -1.0, cg, cgb)
     for a in range(uw.shape[1]):
         d = ti.cast(act[a, 0], ti.i32)
         u = uw[b, a]
@@ -118,7 +119,7 @@ def step_vjp(topo: ti.template(), geo: ti.template(), dyn: ti.template(), dof: t
              v0w: ti.template(), ks: ti.template(), lam: ti.template(), qsb: ti.template(), vsb: ti.template(),
              qbt: ti.template(), vbt: ti.template(), ub: ti.template(), kb: ti.template(), qb: ti.template(),
              vb: ti.template(), pbar: ti.template(), dofbar: ti.template(), gearbar: ti.template(), b, dt, rk4, kl,
-             dl):
+             dl, cg: ti.template(), cgb: ti.template()):
     """Reverse of one step from the state (q0w, v0w) under the control uw: the cotangent (qb, vb)
     of the next state -> qbt, vbt (of the state, overwritten) and ub (of u, added to), plus the
     parameter cotangents. Leaves the step's stage slopes in ks (row 0 = qd' for Euler, row 8 the
@@ -140,7 +141,7 @@ def step_vjp(topo: ti.template(), geo: ti.template(), dyn: ti.template(), dof: t
                 qw[b, k] = q0w[b, k]
             for d in range(nv):
                 vw[b, d] = v0w[b, d]
-        stage_accel(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl)
+        stage_accel(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl, cg)
         if it < nst:
             for d in range(nv):
                 ks[b, s, d] = vw[b, d]
@@ -152,7 +153,7 @@ def step_vjp(topo: ti.template(), geo: ti.template(), dyn: ti.template(), dof: t
                 tw[b, d] = kb[b, 4 + s, d]
                 vsb[b, d] = kb[b, s, d]
             accel_vjp(qw, vw, uw, aw, tw, lam, qsb, vsb, ub, topo, geo, dyn, dof, act, lim, pose, S, G, pbar, dofbar,
-                      gearbar, b, kl, dl)
+                      gearbar, b, kl, dl, cg, cgb)
             for d in range(nv):
                 vbt[b, d] += vsb[b, d]
             if s == 0:
@@ -235,6 +236,7 @@ def _reverse_kernel(qs: ti.types.ndarray(ndim=3), vs: ti.types.ndarray(ndim=3), 
                     pbar: ti.types.ndarray(ndim=3), dofbar: ti.types.ndarray(ndim=3),
                     gearbar: ti.types.ndarray(ndim=2), status: ti.types.ndarray(ndim=2), t0: ti.i32, n: ti.i32,
                     dt: float, rk4: ti.i32, closed: ti.i32, add_first: ti.i32, kl: float, dl: float,
+                    cg: ti.types.ndarray(ndim=2), cgb: ti.types.ndarray(ndim=3), contact: ti.template(),
                     serial: ti.template()):
     """Steps t0 + n - 1 ... t0 of a segment whose states are qs, vs[:, 0..n]. (qb, vb) carry the
     cotangent of the segment's last state in (without cq, cv[:, n], added here) and of its first
@@ -258,7 +260,8 @@ def _reverse_kernel(qs: ti.types.ndarray(ndim=3), vs: ti.types.ndarray(ndim=3), 
                 for a in range(nu):
                     ub[b, a] = cu[b, t, a]
                 step_vjp(topo, geo, dyn, dof, act, lim, pose, S, G, qw, vw, uw, tw, aw, q0w, v0w, ks, lam, qsb, vsb,
-                         qbt, vbt, ub, kb, qb, vb, pbar, dofbar, gearbar, b, dt, rk4, kl, dl)
+                         qbt, vbt, ub, kb, qb, vb, pbar, dofbar, gearbar, b, dt, rk4, kl, dl,
+                         ti.static(cg if contact else 0), ti.static(cgb if contact else 0))
                 # the controls
                 for a in range(nu):
                     ffb[b, tt, a] = ub[b, a]
@@ -422,6 +425,7 @@ def _reverse(inp, cotangents, params, memory_budget, checkpoint_every, clip_norm
     dofbar = np.zeros((B, max(nv, 1), 2), dtype)
     gearbar = np.zeros((B, nup), dtype)
     thb = np.zeros((B, inp.theta.size) if inp.policy is not None else (1, 1), dtype)
+    cgb = np.zeros((B, m.ngeom, NGB) if inp.contact is not None else (1, 1, 1), dtype)
     status = np.zeros((B, 2), np.int32)
     value = np.zeros(B, np.float64)
     have_value = False
@@ -448,7 +452,7 @@ def _reverse(inp, cotangents, params, memory_budget, checkpoint_every, clip_norm
                         _dof(dd), cd["act"], cd["lim"], work.pose, work.S, G, work.qw, work.vw, work.uw, work.tw,
                         work.aw, work.q0w, work.v0w, work.dx, work.ks, lam, qsb, vsb, qbt, vbt, ub, dxb, kb, qb, vb,
                         ffb, Kb, pbar, dofbar, gearbar, status, t0, n, inp.dt, inp.rk4, inp.mode,
-                        int(t0 == 0), inp.kl, inp.dl, B < SERIAL_BELOW)
+                        int(t0 == 0), inp.kl, inp.dl, inp.cg, cgb, inp.contact is not None, B < SERIAL_BELOW)
         raise_status(status, "gradient")
     f64 = dict(dtype=np.float64, copy=False)
     g = Gradients(qb.astype(**f64), vb.astype(**f64), ffb[:, :, : m.nu].astype(**f64),
@@ -457,6 +461,8 @@ def _reverse(inp, cotangents, params, memory_budget, checkpoint_every, clip_norm
                   checkpoint_every=K)
     if inp.policy is not None:
         g.policy = thb.sum(0, dtype=np.float64)
+    if inp.contact is not None:
+        g.params.update({k: v for k, v in param_grads(m, cgb).items() if k in names})
     parts = [g.q0, g.qd0, g.controls] + [p for p in (g.gains, g.policy) if p is not None] + list(g.params.values())
     g.norm = float(np.sqrt(sum(float(np.dot(p.ravel(), p.ravel())) for p in parts)))  # no (B, T, nu) temporary
     if clip_norm is not None:
@@ -478,7 +484,7 @@ def rollout_vjp(model: Model, q0, qd0, controls, dt: float, q_bar=None, qd_bar=N
                 memory_budget: float | None = None, checkpoint_every: int | None = None,
                 clip_norm: float | None = None, limit_stiffness: float = LIMIT_STIFFNESS,
                 limit_damping: float = LIMIT_DAMPING, policy: MLPPolicy | None = None,
-                steps: int | None = None) -> Gradients:
+                steps: int | None = None, contact=None) -> Gradients:
     """Reverse-mode product of a rollout: the gradient of sum <q_bar, q> + <qd_bar, qd> over the
     trajectory ``rollout(model, q0, qd0, controls, dt, ...)`` would return.
 
@@ -494,12 +500,14 @@ def rollout_vjp(model: Model, q0, qd0, controls, dt: float, q_bar=None, qd_bar=N
             (``Gradients.clipped`` and ``Gradients.norm`` report it).
         policy, steps: as ``rollout``; with a policy, ``Gradients.policy`` holds the gradient
             w.r.t. its weights.
+        contact: as ``rollout`` (smooth contact); ``geom_size``, ``geom_friction`` and
+            ``geom_restitution`` then get their gradients.
 
     Returns:
         ``Gradients``.
     """
     inp = prepare(model, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limit_stiffness, limit_damping,
-                  steps, policy)
+                  steps, policy, contact)
     B, T, dtype = inp.B, inp.T, inp.q0.dtype
     from .validate import as_array
 
@@ -520,7 +528,7 @@ def value_and_grad(model: Model, q0, qd0, controls, dt: float, cost, *, integrat
                    gains=None, q_ref=None, qd_ref=None, params=None, memory_budget: float | None = None,
                    checkpoint_every: int | None = None, clip_norm: float | None = None,
                    limit_stiffness: float = LIMIT_STIFFNESS, limit_damping: float = LIMIT_DAMPING,
-                   policy: MLPPolicy | None = None, steps: int | None = None) -> Gradients:
+                   policy: MLPPolicy | None = None, steps: int | None = None, contact=None) -> Gradients:
     """The loss of a rollout under a built-in ``QuadraticCost`` and its gradient, without
     shipping the trajectory. Arguments as ``rollout_vjp``; ``Gradients.loss`` holds the loss
     per env (B,); the gradient is of the sum over envs (each env's inputs only affect its own
@@ -530,7 +538,7 @@ def value_and_grad(model: Model, q0, qd0, controls, dt: float, cost, *, integrat
     if not isinstance(cost, QuadraticCost):
         raise InputError("cost", f"expected a simad.QuadraticCost, got {type(cost).__name__}")
     inp = prepare(model, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limit_stiffness, limit_damping,
-                  steps, policy)
+                  steps, policy, contact)
     bound = cost.bind(model, inp.B, inp.T)
 
     def cot(t0, qs, vs, us):

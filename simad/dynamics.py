@@ -19,6 +19,7 @@ import numpy as np
 import taichi as ti
 
 from . import runtime
+from .contact_forces import SFC, SV, contact_wrenches
 from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW, frame_poses, scratch
 from .kinematics import device as kin_device
 from .model.model import Model
@@ -26,8 +27,9 @@ from .tmath import POS, ROT, mat3, row_mat3, row_vec3, vec3
 from .validate import as_batch
 
 # offsets in the per-body scratch row (B, nbody, _NS)
-_V, _C, _A, _P, _U1, _IA, _U, _DI, _DW = 0, 6, 12, 18, 24, 30, 66, 102, 138
-_NS = 174
+_V, _C, _A, _P, _U1, _IA, _U, _DI, _DW, _FC = 0, 6, 12, 18, 24, 30, 66, 102, 138, SFC
+_NS = SFC + 6
+assert _V == SV
 
 
 def pack_dynamics(model: Model, dtype) -> dict:
@@ -176,7 +178,10 @@ def velocities(qd: ti.template(), topo: ti.template(), geo: ti.template(), pose:
 # ---------------------------------------------------------------------------------------------
 @ti.func
 def rnea_env(q: ti.template(), qd: ti.template(), qdd: ti.template(), topo: ti.template(), geo: ti.template(),
-             dyn: ti.template(), dof: ti.template(), pose: ti.template(), S: ti.template(), tau: ti.template(), b):
+             dyn: ti.template(), dof: ti.template(), pose: ti.template(), S: ti.template(), tau: ti.template(), b,
+             cg: ti.template()):
+    """tau = RNEA(q, qd, qdd). With a contact table cg (else the int 0), minus J^T F_ext of the
+    contact wrenches that ``aba_env`` left in S at the same (q, qd)."""
     nbody = topo[0, 2]
     frame_poses(q, topo, geo, pose, b)
     velocities(qd, topo, geo, pose, S, b)
@@ -190,7 +195,10 @@ def rnea_env(q: ti.template(), qd: ti.template(), qdd: ti.template(), topo: ti.t
         _st6(S, b, i, _A, A)
         Ib = body_inertia(dyn, pose, b, i)
         V = _v6(S, b, i, _V)
-        _st6(S, b, i, _P, Ib @ A + cross_force(V, Ib @ V))
+        P = Ib @ A + cross_force(V, Ib @ V)
+        if ti.static(not isinstance(cg, int)):
+            P -= _v6(S, b, i, _FC)
+        _st6(S, b, i, _P, P)
     for kk in range(nbody - 1):
         i = nbody - 1 - kk
         jt, va = topo[i, 1], topo[i, 3]
@@ -210,7 +218,7 @@ def _rnea_kernel(q: ti.types.ndarray(ndim=2), qd: ti.types.ndarray(ndim=2), qdd:
                  tau: ti.types.ndarray(ndim=2), serial: ti.template()):
     ti.loop_config(serialize=serial)
     for b in range(q.shape[0]):
-        rnea_env(q, qd, qdd, topo, geo, dyn, dof, pose, S, tau, b)
+        rnea_env(q, qd, qdd, topo, geo, dyn, dof, pose, S, tau, b, 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,15 +326,23 @@ def _aba_free_outward(pose: ti.template(), S: ti.template(), qdd: ti.template(),
 
 @ti.func
 def aba_env(q: ti.template(), qd: ti.template(), tau: ti.template(), topo: ti.template(), geo: ti.template(),
-            dyn: ti.template(), dof: ti.template(), pose: ti.template(), S: ti.template(), qdd: ti.template(), b):
+            dyn: ti.template(), dof: ti.template(), pose: ti.template(), S: ti.template(), qdd: ti.template(), b,
+            cg: ti.template()):
+    """qdd = ABA(q, qd, tau). With a contact table cg (else the int 0), the contact wrenches of
+    ``contact_forces`` (stored in S) act on the bodies as external forces."""
     nbody = topo[0, 2]
     frame_poses(q, topo, geo, pose, b)
     velocities(qd, topo, geo, pose, S, b)
+    if ti.static(not isinstance(cg, int)):
+        contact_wrenches(cg, pose, S, b, nbody)
     for i in range(1, nbody):
         Ib = body_inertia(dyn, pose, b, i)
         V = _v6(S, b, i, _V)
         _stm6(S, b, i, _IA, Ib)
-        _st6(S, b, i, _P, cross_force(V, Ib @ V))
+        pA = cross_force(V, Ib @ V)
+        if ti.static(not isinstance(cg, int)):
+            pA -= _v6(S, b, i, _FC)
+        _st6(S, b, i, _P, pA)
     for kk in range(nbody - 1):
         i = nbody - 1 - kk
         jt, va, par = topo[i, 1], topo[i, 3], topo[i, 0]
@@ -371,7 +387,7 @@ def _aba_kernel(q: ti.types.ndarray(ndim=2), qd: ti.types.ndarray(ndim=2), tau: 
                 qdd: ti.types.ndarray(ndim=2), serial: ti.template()):
     ti.loop_config(serialize=serial)
     for b in range(q.shape[0]):
-        aba_env(q, qd, tau, topo, geo, dyn, dof, pose, S, qdd, b)
+        aba_env(q, qd, tau, topo, geo, dyn, dof, pose, S, qdd, b, 0)
 
 
 # ---------------------------------------------------------------------------------------------

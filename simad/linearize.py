@@ -79,7 +79,7 @@ def _linearize_kernel(q: ti.types.ndarray(ndim=2), v: ti.types.ndarray(ndim=2), 
             for a in range(nu):
                 ub[b, a] = 0.0
             step_vjp(topo, geo, dyn, dof, act, lim, pose, S, G, qw, vw, u, tw, aw, q0w, v0w, ks, lam, qsb, vsb, qbt,
-                     vbt, ub, kb, qb, vb, pbar, dofbar, gearbar, b, dt, rk4, kl, dl)
+                     vbt, ub, kb, qb, vb, pbar, dofbar, gearbar, b, dt, rk4, kl, dl, 0, 0)
             if r < 0:
                 row = 8
                 if rk4 == 0:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import taichi as ti
 
-from . import runtime
+from . import contact_forces, runtime
 from .adjoint import conj, integrate_env, q4
 from .dynamics import _NS, _dof, aba_env
 from .dynamics import device as dyn_device
@@ -129,9 +129,9 @@ def generalized_forces(qw: ti.template(), vw: ti.template(), uw: ti.template(), 
 @ti.func
 def stage_accel(qw: ti.template(), vw: ti.template(), uw: ti.template(), tw: ti.template(), aw: ti.template(),
                 topo: ti.template(), geo: ti.template(), dyn: ti.template(), dof: ti.template(), act: ti.template(),
-                lim: ti.template(), pose: ti.template(), S: ti.template(), b, kl, dl):
+                lim: ti.template(), pose: ti.template(), S: ti.template(), b, kl, dl, cg: ti.template()):
     generalized_forces(qw, vw, uw, act, lim, tw, b, topo[0, 3], kl, dl)
-    aba_env(qw, vw, tw, topo, geo, dyn, dof, pose, S, aw, b)
+    aba_env(qw, vw, tw, topo, geo, dyn, dof, pose, S, aw, b, cg)
 
 
 @ti.func
@@ -150,7 +150,7 @@ def rk4_stage_state(topo: ti.template(), q0w: ti.template(), v0w: ti.template(),
 def step_env(topo: ti.template(), geo: ti.template(), dyn: ti.template(), dof: ti.template(), act: ti.template(),
              lim: ti.template(), pose: ti.template(), S: ti.template(), qw: ti.template(), vw: ti.template(),
              uw: ti.template(), tw: ti.template(), aw: ti.template(), q0w: ti.template(), v0w: ti.template(),
-             ks: ti.template(), b, dt, rk4, kl, dl):
+             ks: ti.template(), b, dt, rk4, kl, dl, cg: ti.template()):
     """(qw, vw) <- one step from (qw, vw) under the control uw. ks (B, 9, nv) keeps the stage
     slopes: rows 0-3 velocities, 4-7 accelerations, 8 the combined velocity (Euler: row 0 = qd')."""
     nv = topo[0, 3]
@@ -163,7 +163,7 @@ def step_env(topo: ti.template(), geo: ti.template(), dyn: ti.template(), dof: t
     for s in range(nst):  # one call site of the ABA keeps the compiled kernel small
         if s > 0:
             rk4_stage_state(topo, q0w, v0w, ks, qw, vw, b, s, dt)
-        stage_accel(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl)
+        stage_accel(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl, cg)
         for d in range(nv):
             ks[b, s, d] = vw[b, d]
             ks[b, 4 + s, d] = aw[b, d]
@@ -191,7 +191,8 @@ def _rollout_kernel(q0: ti.types.ndarray(ndim=2), v0: ti.types.ndarray(ndim=2), 
                     dx: ti.types.ndarray(ndim=2), ks: ti.types.ndarray(ndim=3), qs: ti.types.ndarray(ndim=3),
                     vs: ti.types.ndarray(ndim=3), us: ti.types.ndarray(ndim=3), status: ti.types.ndarray(ndim=2),
                     t0: ti.i32, T: ti.i32, every: ti.i32, dt: float, rk4: ti.i32, closed: ti.i32,
-                    store_u: ti.i32, kl: float, dl: float, serial: ti.template()):
+                    store_u: ti.i32, kl: float, dl: float, cg: ti.types.ndarray(ndim=2), contact: ti.template(),
+                    serial: ti.template()):
     """States at steps 0, every, 2 every, ... and T into qs, vs (row t // every, the last row T)."""
     ti.loop_config(serialize=serial)
     for b in range(q0.shape[0]):
@@ -215,7 +216,7 @@ def _rollout_kernel(q0: ti.types.ndarray(ndim=2), v0: ti.types.ndarray(ndim=2), 
                         bad = 3
                 if bad == 0:
                     step_env(topo, geo, dyn, dof, act, lim, pose, S, qw, vw, uw, tw, aw, q0w, v0w, ks, b, dt, rk4,
-                             kl, dl)
+                             kl, dl, ti.static(cg if contact else 0))
                     for d in range(nv):
                         if not ti.abs(vw[b, d]) <= MAX_SPEED:  # NaN, inf, or a blown-up integration
                             bad = 1
@@ -279,6 +280,8 @@ class _Inputs:
     pol: np.ndarray | None = None  # the policy's kernel arrays (see MLPPolicy.pack), or 1-element dummies
     theta: np.ndarray | None = None
     hsize: int = 0
+    contact: object = None  # a simad.Contact (smooth), or None
+    cg: np.ndarray | None = None  # its packed table (contact_forces.pack), or a dummy
 
     @property
     def mode(self) -> int:
@@ -317,7 +320,7 @@ def _per_env(x, B, T, width, name, dims=1):
 
 
 def prepare(model, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limit_stiffness, limit_damping,
-            horizon=None, policy=None) -> _Inputs:
+            horizon=None, policy=None, contact=None) -> _Inputs:
     _check_model(model)
     q0b, _ = as_batch(model, q0, "q0")
     v0b, _ = as_batch(model, qd0, "qd0", model.nv)
@@ -392,6 +395,11 @@ def prepare(model, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limi
         inp.pol, inp.theta, inp.hsize = policy.pack(dtype)
     else:
         inp.pol, inp.theta = np.zeros((1, 6), dtype), np.zeros(1, dtype)
+    if contact is not None:
+        inp.contact = contact
+        inp.cg = contact_forces.pack(model, contact, dt, dtype)
+    else:
+        inp.cg = np.zeros((1, contact_forces.NCOL), dtype)
     return inp
 
 
@@ -425,8 +433,8 @@ def run_forward(inp: _Inputs, q0, v0, t0: int, T: int, every: int, store_u: bool
     k, d, c = kin_device(m), dyn_device(m), device(m)
     _rollout_kernel(q0, v0, inp.ff, inp.K, inp.xq, inp.xv, inp.pol, inp.theta, w.hw, k["topo"], k["geo"], d["dyn"],
                     _dof(d), c["act"], c["lim"], w.pose, w.S, w.qw, w.vw, w.uw, w.tw, w.aw, w.q0w, w.v0w, w.dx, w.ks, qs, vs, us,
-                    status, t0, T, every, inp.dt, inp.rk4, inp.mode, int(store_u), inp.kl, inp.dl,
-                    B < SERIAL_BELOW)
+                    status, t0, T, every, inp.dt, inp.rk4, inp.mode, int(store_u), inp.kl, inp.dl, inp.cg,
+                    inp.contact is not None, B < SERIAL_BELOW)
     return qs, vs, (us if store_u else None), status
 
 
@@ -444,7 +452,7 @@ def raise_status(status: np.ndarray, what: str = "rollout"):
 def rollout(model: Model, q0, qd0, controls, dt: float, integrator: str = "semi_implicit_euler", *, gains=None,
             q_ref=None, qd_ref=None, limit_stiffness: float = LIMIT_STIFFNESS,
             limit_damping: float = LIMIT_DAMPING, policy: MLPPolicy | None = None,
-            steps: int | None = None) -> Trajectory:
+            steps: int | None = None, contact=None) -> Trajectory:
     """Simulates B envs for T steps in one kernel launch.
 
     Args:
@@ -464,6 +472,10 @@ def rollout(model: Model, q0, qd0, controls, dt: float, integrator: str = "semi_
         policy: optional ``simad.MLPPolicy``: u_t = controls_t + pi(x_t), evaluated inside the
             fused kernel (not together with gains).
         steps: the horizon T when ``controls`` is None (zero feedforward, e.g. a pure policy).
+        contact: optional ``simad.Contact(mode="smooth", ...)``: the model's collision geoms
+            touch the static geometry and the geoms of other kinematic trees, with smooth
+            spring-damper contact and regularised Coulomb friction (``contact_forces.py``).
+            None (the default) ignores the geoms.
 
     Returns:
         A ``Trajectory`` with q (B, T+1, nq), qd (B, T+1, nv) and the applied u (B, T, nu).
@@ -473,7 +485,7 @@ def rollout(model: Model, q0, qd0, controls, dt: float, integrator: str = "semi_
         produced NaN or inf (first env, step and field).
     """
     inp = prepare(model, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limit_stiffness, limit_damping,
-                  steps, policy)
+                  steps, policy, contact)
     qs, vs, us, status = run_forward(inp, inp.q0, inp.v0, 0, inp.T, 1, True)
     raise_status(status)
     return Trajectory(qs, vs, us[:, :, : model.nu], inp.dt, inp.integrator)

@@ -21,7 +21,7 @@ ROLLOUT_FIELDS = {
     "qd_ref": "rollout.feedback.qd_ref", "limit_stiffness": "rollout.limit_stiffness",
     "limit_damping": "rollout.limit_damping", "params": "options.params", "memory_budget": "options.memory_budget_bytes",
     "checkpoint_every": "options.checkpoint_every", "clip_norm": "options.clip_norm",
-    "policy": "rollout.policy", "steps": "rollout.steps", "model_id": "rollout.model_id",
+    "policy": "rollout.policy", "steps": "rollout.steps", "model_id": "rollout.model_id", "contact": "rollout.contact",
     # a ModelError during such a call comes from the per-call parameter overrides
     "__model__": "rollout.param_overrides[{}]",
 }

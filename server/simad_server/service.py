@@ -25,6 +25,7 @@ from simad_client.proto import (
 )
 
 import simad
+from simad import contact_forces
 
 from .errors import CONTACT_FIELDS, ROLLOUT_FIELDS, abort, status_of
 from .registry import Registry, parse
@@ -162,6 +163,20 @@ class Core:
         for k in ("limit_stiffness", "limit_damping"):
             if spec.HasField(k):
                 kw[k] = getattr(spec, k)
+        if spec.HasField("contact"):
+            opt = spec.contact
+            if opt.mode == simulation_pb2.CONTACT_MODE_UNSPECIFIED:  # here the only mode is SMOOTH
+                opt = simulation_pb2.ContactOptions()
+                opt.CopyFrom(spec.contact)
+                opt.mode = simulation_pb2.SMOOTH
+            kw["contact"] = self.contact_options(opt, spec.dt, f"{field}.contact")
+            if kw["contact"].mode != "smooth":
+                raise WireError("INVALID_ARGUMENT", "rollouts of a model take SMOOTH contact (IMPULSE is the "
+                                "ContactRollout endpoints')", f"{field}.contact.mode")
+            try:  # numpy only: which geom pairs can touch, and are they supported
+                contact_forces.pairs(model)
+            except simad.ModelError as e:
+                raise WireError("INVALID_ARGUMENT", str(e), f"{field}.contact") from None
         return key, model, overrides, (q0, qd0, controls, spec.dt), kw
 
     def policy(self, msg: simulation_pb2.MlpPolicy, model, field: str) -> simad.MLPPolicy:
@@ -192,13 +207,17 @@ class Core:
         kw["clip_norm"] = opt.clip_norm if opt.HasField("clip_norm") else None
         return kw
 
-    def contact_options(self, opt: simulation_pb2.ContactOptions, dt: float) -> simad.Contact:
-        """simad.Contact from ContactOptions (absent fields: the engine's defaults), validated here
-        (an InputError names "contact.<field>", which CONTACT_FIELDS reports as "rollout.options.<field>")."""
+    def contact_options(self, opt: simulation_pb2.ContactOptions, dt: float,
+                        field: str = "rollout.options") -> simad.Contact:
+        """simad.Contact from ContactOptions (absent fields: the engine's defaults), validated here;
+        errors name "<field>.<option>"."""
         if opt.mode not in CONTACT_MODES:
-            raise WireError("INVALID_ARGUMENT", f"unknown contact mode enum value {opt.mode}", "rollout.options.mode")
+            raise WireError("INVALID_ARGUMENT", f"unknown contact mode enum value {opt.mode}", f"{field}.mode")
         kw = {k: getattr(opt, k) for k in CONTACT_OPTIONS if opt.HasField(k)}
-        return simad.Contact(mode=CONTACT_MODES[opt.mode], **kw).validated(dt)
+        try:
+            return simad.Contact(mode=CONTACT_MODES[opt.mode], **kw).validated(dt)
+        except simad.InputError as e:  # "contact.<option>"
+            raise WireError("INVALID_ARGUMENT", str(e).split(": ", 1)[-1], field + e.field[len("contact"):]) from None
 
     def contact_args(self, spec: simulation_pb2.ContactRolloutSpec, info: dict, gradient: bool = False):
         """(key, model, overrides, args, kwargs) of simad.contact_rollout / contact_vjp from a
@@ -552,6 +571,9 @@ class GradientService:
             raise WireError("UNIMPLEMENTED", "forward mode is open loop only (no feedback)", "rollout.feedback")
         if "policy" in kw:
             raise WireError("UNIMPLEMENTED", "forward mode is open loop only (no policy)", "rollout.policy")
+        if "contact" in kw:
+            raise WireError("UNIMPLEMENTED", "forward mode has no contact (use RolloutVjp or ValueAndGrad)",
+                            "rollout.contact")
         if "steps" in kw:
             raise WireError("INVALID_ARGUMENT", "forward mode needs the controls it differentiates (not only steps)",
                             "rollout.controls")

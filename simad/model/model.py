@@ -28,7 +28,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, ModelError
 
 
 class JointType(IntEnum):
@@ -235,6 +235,31 @@ class Model:
                 raise InputError(k, "contains NaN or inf")
             new[k] = arr
         return dataclasses.replace(self, **new)
+
+    def with_ground(self, height: float = 0.0, *, friction: float = 1.0, restitution: float = 0.0,
+                    name: str = "ground") -> Model:
+        """A new model with a static ground plane z = ``height`` (m, world frame; the half-space
+        below it is solid) on the world body: what a URDF robot lacks for contact rollouts."""
+        vals = {"height": height, "friction": friction, "restitution": restitution}
+        for k, v in vals.items():
+            if not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v):
+                raise InputError(k, f"expected a finite number, got {v!r}")
+        if friction < 0 or not 0 <= restitution <= 1:
+            raise InputError("friction" if friction < 0 else "restitution",
+                             "friction must be >= 0 and restitution in [0, 1]")
+        if name in self.geom_names:
+            raise ModelError("duplicate geom name", element=f"geom '{name}'", field="name")
+        return dataclasses.replace(
+            self,
+            geom_names=self.geom_names + (name,),
+            geom_type=np.append(self.geom_type, np.int32(GeomType.PLANE)).astype(self.geom_type.dtype),
+            geom_body=np.append(self.geom_body, 0).astype(self.geom_body.dtype),
+            geom_rot=np.concatenate([self.geom_rot, np.eye(3)[None]]),
+            geom_pos=np.concatenate([self.geom_pos, [[0.0, 0.0, float(height)]]]),
+            geom_size=np.concatenate([self.geom_size, np.zeros((1, 3))]),
+            geom_friction=np.append(self.geom_friction, float(friction)),
+            geom_restitution=np.append(self.geom_restitution, float(restitution)),
+        )
 
     def summary(self) -> str:
         return (

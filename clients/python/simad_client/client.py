@@ -220,7 +220,7 @@ class Client:
     # -- simulation -------------------------------------------------------------------------
     def rollout(self, model_id: str, q0, qd0, controls, dt: float, integrator: str = _EULER, *, gains=None,
                 q_ref=None, qd_ref=None, limit_stiffness: float | None = None, limit_damping: float | None = None,
-                param_overrides: dict | None = None, policy=None, steps: int | None = None,
+                param_overrides: dict | None = None, policy=None, steps: int | None = None, contact=None,
                 stream: bool | None = None, chunk_bytes: int = 0, timeout: float | None = None) -> Trajectory:
         """Simulates B envs for T steps.
 
@@ -236,6 +236,9 @@ class Client:
             policy: an ``MLPPolicy`` the server evaluates inside the rollout at every step:
                 u_t = controls_t + pi(x_t) (not with gains).
             steps: the horizon T when ``controls`` is None (zero feedforward, e.g. policy only).
+            contact: smooth contact of the model's geoms (``simad.Contact(mode="smooth", ...)``, a
+                dict with ContactOptions' keys, or the message; mode must be "smooth"): the geoms
+                touch the static geometry and other kinematic trees. None: no contact.
             stream: True/False forces StreamRollout/Rollout; None streams when the result
                 would exceed half of ``max_message_bytes``. chunk_bytes: chunk size (0: 1 MiB).
 
@@ -244,7 +247,7 @@ class Client:
         """
         spec = encode.rollout_spec(model_id, q0, qd0, controls, dt, integrator, gains=gains, q_ref=q_ref,
                                    qd_ref=qd_ref, limit_stiffness=limit_stiffness, limit_damping=limit_damping,
-                                   param_overrides=param_overrides, policy=policy, steps=steps)
+                                   param_overrides=param_overrides, policy=policy, steps=steps, contact=contact)
         if stream is None:
             stream = encode.trajectory_bytes(spec) > self.max_message_bytes // 2
         if not stream:
@@ -322,7 +325,7 @@ class Client:
                     memory_budget: float | None = None, checkpoint_every: int | None = None,
                     clip_norm: float | None = None, limit_stiffness: float | None = None,
                     limit_damping: float | None = None, param_overrides: dict | None = None,
-                    policy=None, steps: int | None = None, timeout: float | None = None) -> Gradients:
+                    policy=None, steps: int | None = None, contact=None, timeout: float | None = None) -> Gradients:
         """Reverse mode: the gradient of sum <q_bar, q> + <qd_bar, qd> over the rollout.
 
         Args:
@@ -341,7 +344,8 @@ class Client:
         req = gradients_pb2.RolloutVjpRequest()
         encode.rollout_spec(model_id, q0, qd0, controls, dt, integrator, gains=gains, q_ref=q_ref, qd_ref=qd_ref,
                             limit_stiffness=limit_stiffness, limit_damping=limit_damping,
-                            param_overrides=param_overrides, policy=policy, steps=steps, out=req.rollout)
+                            param_overrides=param_overrides, policy=policy, steps=steps, contact=contact,
+                            out=req.rollout)
         encode.set_tensor(req, "q_bar", q_bar, "q_bar")
         encode.set_tensor(req, "qd_bar", qd_bar, "qd_bar")
         encode.gradient_options(params, memory_budget, checkpoint_every, clip_norm, out=req.options)
@@ -352,7 +356,7 @@ class Client:
                        checkpoint_every: int | None = None, clip_norm: float | None = None,
                        limit_stiffness: float | None = None, limit_damping: float | None = None,
                        param_overrides: dict | None = None, policy=None, steps: int | None = None,
-                       timeout: float | None = None) -> Gradients:
+                       contact=None, timeout: float | None = None) -> Gradients:
         """A built-in quadratic cost of the rollout and its gradient, without shipping the trajectory.
 
         Args:
@@ -368,7 +372,8 @@ class Client:
         req = gradients_pb2.ValueAndGradRequest()
         encode.rollout_spec(model_id, q0, qd0, controls, dt, integrator, gains=gains, q_ref=q_ref, qd_ref=qd_ref,
                             limit_stiffness=limit_stiffness, limit_damping=limit_damping,
-                            param_overrides=param_overrides, policy=policy, steps=steps, out=req.rollout)
+                            param_overrides=param_overrides, policy=policy, steps=steps, contact=contact,
+                            out=req.rollout)
         encode.cost(cost, req.cost)
         encode.gradient_options(params, memory_budget, checkpoint_every, clip_norm, out=req.options)
         return results.gradients(self._unary(self._gradients.ValueAndGrad, req, timeout))

@@ -175,7 +175,7 @@ def model_spec(spec) -> models_pb2.ModelSpec:
 
 def rollout_spec(model_id: str, q0, qd0, controls, dt, integrator_name: str = "semi_implicit_euler", *,
                  gains=None, q_ref=None, qd_ref=None, limit_stiffness=None, limit_damping=None,
-                 param_overrides: Mapping | None = None, policy=None, steps=None,
+                 param_overrides: Mapping | None = None, policy=None, steps=None, contact=None,
                  out=None) -> simulation_pb2.RolloutSpec:
     """The RolloutSpec shared by rollout, gradient and JVP requests (arguments as ``Client.rollout``)."""
     spec = out if out is not None else simulation_pb2.RolloutSpec()
@@ -194,6 +194,10 @@ def rollout_spec(model_id: str, q0, qd0, controls, dt, integrator_name: str = "s
         set_tensor(spec, name, value, name)
     if policy is not None:
         mlp_policy(policy, spec.policy)
+    if contact is not None:
+        contact_options(contact, spec.contact, "contact")
+        if not spec.HasField("contact"):  # all defaults: still ask for contact
+            spec.contact.SetInParent()
     if gains is not None or q_ref is not None or qd_ref is not None:
         for name, value in (("gains", gains), ("q_ref", q_ref), ("qd_ref", qd_ref)):
             set_tensor(spec.feedback, name, value, name)
