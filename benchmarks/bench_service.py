@@ -254,14 +254,14 @@ def direct_calls(simad, P: Problems) -> dict:
     }
 
 
-def remote_calls(client, mid: str, P: Problems) -> dict:
+def remote_calls(client, mid: str, P: Problems, timeout: float = CALL_TIMEOUT) -> dict:
     cost = {"terminal_q_weight": P.cost_w}
     return {
-        "health": lambda: client.health(timeout=CALL_TIMEOUT),
-        "server_info": lambda: client.server_info(timeout=CALL_TIMEOUT),
-        "fk": lambda: client.forward_kinematics(mid, P.q, timeout=CALL_TIMEOUT),
-        "linearize": lambda: client.linearize(mid, P.q, P.qd, P.u, DT, timeout=CALL_TIMEOUT),
-        "grad": lambda: client.value_and_grad(mid, P.q0, P.qd0, P.controls, DT, cost, timeout=CALL_TIMEOUT),
+        "health": lambda: client.health(timeout=timeout),
+        "server_info": lambda: client.server_info(timeout=timeout),
+        "fk": lambda: client.forward_kinematics(mid, P.q, timeout=timeout),
+        "linearize": lambda: client.linearize(mid, P.q, P.qd, P.u, DT, timeout=timeout),
+        "grad": lambda: client.value_and_grad(mid, P.q0, P.qd0, P.controls, DT, cost, timeout=timeout),
     }
 
 
@@ -517,7 +517,7 @@ def main(argv=None):
                 t = time.perf_counter()
                 fn()
                 warm["direct_" + name] = time.perf_counter() - t
-            for name, fn in list(remote_calls(client, mid, P).items()):
+            for name, fn in list(remote_calls(client, mid, P, WARMUP_TIMEOUT).items()):
                 t = time.perf_counter()
                 fn()
                 warm["remote_" + name] = time.perf_counter() - t
