@@ -62,6 +62,7 @@ from .errors import InputError, ModelError
 from .model.model import GeomType, Model
 from .tmath import POS, ROT, mat3, vec3
 
+A2, A3 = ti.types.ndarray(ndim=2), ti.types.ndarray(ndim=3)  # real-function argument types
 SV = 0  # S offset of a body's spatial velocity (dynamics._V)
 SFC = 174  # S offset of a body's external contact wrench (6 numbers, world, about the origin)
 NCOL = 20  # columns of the packed contact table
@@ -204,6 +205,11 @@ def pack(model: Model, contact, dt: float, dtype) -> np.ndarray:
     for p, (ga, gb, kc) in enumerate(prs):
         t[1 + ng + p, :3] = (ga, gb, kc)
     return t.astype(dtype)
+
+
+def no_contact(dtype) -> np.ndarray:
+    """The contact table of a call without contact: one header row of zeros (no pairs)."""
+    return np.zeros((1, NCOL), dtype)
 
 
 def param_grads(model: Model, cgb: np.ndarray) -> dict:
@@ -611,8 +617,8 @@ def _add_wrench(S: ti.template(), b, body, x, F, sign):
         S[b, body, SFC + 3 + k] += sign * F[k]
 
 
-@ti.func
-def contact_wrenches(cg: ti.template(), pose: ti.template(), S: ti.template(), b, nbody):
+@ti.real_func
+def contact_wrenches(cg: A2, pose: A3, S: A3, b: ti.i32, nbody: ti.i32):
     """S[b, i, SFC:SFC+6] = the contact wrench on body i (world, about the origin). Needs the
     poses (``frame_poses``) and body velocities (``velocities``) of env b."""
     for i in range(nbody):
@@ -653,9 +659,9 @@ def _geom_vjp(cg: ti.template(), pose: ti.template(), G: ti.template(), b, g, bo
         _add_pose_bar(G, b, body, Rgb @ Rl.transpose() + pgb.outer_product(pl), pgb, oR, oP)
 
 
-@ti.func
-def contact_vjp(cg: ti.template(), pose: ti.template(), S: ti.template(), G: ti.template(), cgb: ti.template(), b,
-                sign, oFB, oVB, oR, oP):
+@ti.real_func
+def contact_vjp(cg: A2, pose: A3, S: A3, G: A3, cgb: A3, b: ti.i32, sign: float, oFB: ti.i32, oVB: ti.i32, oR: ti.i32,
+                oP: ti.i32):
     """Reverse of ``contact_wrenches`` inside the RNEA adjoint: the cotangent of body i's wrench
     is -G[b, i, oFB:oFB+6] (minus the body's motion under lam: tau carries -S^T F_ext); the
     cotangents land in the body velocities (oVB), the body poses (oR, oP) and, times sign, in

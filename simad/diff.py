@@ -37,10 +37,11 @@ from .rollout import (
     raise_status,
     rk4_stage_state,
     run_forward,
-    stage_accel,
+    stage_accel_rf,
 )
 from .tmath import quat_mul, quat_to_mat
 
+A2, A3 = ti.types.ndarray(ndim=2), ti.types.ndarray(ndim=3)
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of trajectory storage a gradient call may keep
 
 
@@ -77,6 +78,17 @@ def accel_vjp(qw: ti.template(), vw: ti.template(), uw: ti.template(), aw: ti.te
             if x > lim[d, 2] or x < lim[d, 1]:
                 qsb[b, qa] += -kl * lam[b, d]
                 vsb[b, d] += -dl * lam[b, d]
+
+
+@ti.real_func
+def accel_vjp_rf(qw: A2, vw: A2, uw: A2, aw: A2, y: A2, lam: A2, qsb: A2, vsb: A2, ub: A2, topo: A2, geo: A2, dyn: A2,
+                 dof: A2, act: A2, lim: A2, pose: A3, S: A3, G: A3, pbar: A3, dofbar: A3, gearbar: A2, b: ti.i32,
+                 kl: float, dl: float, cg: A2, cgb: A3):
+    """``accel_vjp`` with contact (cg a contact table, possibly without pairs), compiled once as
+    a separate function shared by the reverse and linearization kernels (see
+    ``rollout.stage_accel_rf``)."""
+    accel_vjp(qw, vw, uw, aw, y, lam, qsb, vsb, ub, topo, geo, dyn, dof, act, lim, pose, S, G, pbar, dofbar, gearbar,
+              b, kl, dl, cg, cgb)
 
 
 @ti.func
@@ -141,7 +153,7 @@ def step_vjp(topo: ti.template(), geo: ti.template(), dyn: ti.template(), dof: t
                 qw[b, k] = q0w[b, k]
             for d in range(nv):
                 vw[b, d] = v0w[b, d]
-        stage_accel(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl, cg)
+        stage_accel_rf(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl, cg)
         if it < nst:
             for d in range(nv):
                 ks[b, s, d] = vw[b, d]
@@ -152,8 +164,8 @@ def step_vjp(topo: ti.template(), geo: ti.template(), dyn: ti.template(), dof: t
             for d in range(nv):
                 tw[b, d] = kb[b, 4 + s, d]
                 vsb[b, d] = kb[b, s, d]
-            accel_vjp(qw, vw, uw, aw, tw, lam, qsb, vsb, ub, topo, geo, dyn, dof, act, lim, pose, S, G, pbar, dofbar,
-                      gearbar, b, kl, dl, cg, cgb)
+            accel_vjp_rf(qw, vw, uw, aw, tw, lam, qsb, vsb, ub, topo, geo, dyn, dof, act, lim, pose, S, G, pbar,
+                         dofbar, gearbar, b, kl, dl, cg, cgb)
             for d in range(nv):
                 vbt[b, d] += vsb[b, d]
             if s == 0:
@@ -236,8 +248,7 @@ def _reverse_kernel(qs: ti.types.ndarray(ndim=3), vs: ti.types.ndarray(ndim=3), 
                     pbar: ti.types.ndarray(ndim=3), dofbar: ti.types.ndarray(ndim=3),
                     gearbar: ti.types.ndarray(ndim=2), status: ti.types.ndarray(ndim=2), t0: ti.i32, n: ti.i32,
                     dt: float, rk4: ti.i32, closed: ti.i32, add_first: ti.i32, kl: float, dl: float,
-                    cg: ti.types.ndarray(ndim=2), cgb: ti.types.ndarray(ndim=3), contact: ti.template(),
-                    serial: ti.template()):
+                    cg: ti.types.ndarray(ndim=2), cgb: ti.types.ndarray(ndim=3), serial: ti.template()):
     """Steps t0 + n - 1 ... t0 of a segment whose states are qs, vs[:, 0..n]. (qb, vb) carry the
     cotangent of the segment's last state in (without cq, cv[:, n], added here) and of its first
     state out (with cq, cv[:, 0] only when add_first)."""
@@ -260,8 +271,7 @@ def _reverse_kernel(qs: ti.types.ndarray(ndim=3), vs: ti.types.ndarray(ndim=3), 
                 for a in range(nu):
                     ub[b, a] = cu[b, t, a]
                 step_vjp(topo, geo, dyn, dof, act, lim, pose, S, G, qw, vw, uw, tw, aw, q0w, v0w, ks, lam, qsb, vsb,
-                         qbt, vbt, ub, kb, qb, vb, pbar, dofbar, gearbar, b, dt, rk4, kl, dl,
-                         ti.static(cg if contact else 0), ti.static(cgb if contact else 0))
+                         qbt, vbt, ub, kb, qb, vb, pbar, dofbar, gearbar, b, dt, rk4, kl, dl, cg, cgb)
                 # the controls
                 for a in range(nu):
                     ffb[b, tt, a] = ub[b, a]
@@ -452,7 +462,7 @@ def _reverse(inp, cotangents, params, memory_budget, checkpoint_every, clip_norm
                         _dof(dd), cd["act"], cd["lim"], work.pose, work.S, G, work.qw, work.vw, work.uw, work.tw,
                         work.aw, work.q0w, work.v0w, work.dx, work.ks, lam, qsb, vsb, qbt, vbt, ub, dxb, kb, qb, vb,
                         ffb, Kb, pbar, dofbar, gearbar, status, t0, n, inp.dt, inp.rk4, inp.mode,
-                        int(t0 == 0), inp.kl, inp.dl, inp.cg, cgb, inp.contact is not None, B < SERIAL_BELOW)
+                        int(t0 == 0), inp.kl, inp.dl, inp.cg, cgb, B < SERIAL_BELOW)
         raise_status(status, "gradient")
     f64 = dict(dtype=np.float64, copy=False)
     g = Gradients(qb.astype(**f64), vb.astype(**f64), ffb[:, :, : m.nu].astype(**f64),

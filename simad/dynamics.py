@@ -197,7 +197,8 @@ def rnea_env(q: ti.template(), qd: ti.template(), qdd: ti.template(), topo: ti.t
         V = _v6(S, b, i, _V)
         P = Ib @ A + cross_force(V, Ib @ V)
         if ti.static(not isinstance(cg, int)):
-            P -= _v6(S, b, i, _FC)
+            if cg[0, 0] > 0:
+                P -= _v6(S, b, i, _FC)
         _st6(S, b, i, _P, P)
     for kk in range(nbody - 1):
         i = nbody - 1 - kk
@@ -334,14 +335,16 @@ def aba_env(q: ti.template(), qd: ti.template(), tau: ti.template(), topo: ti.te
     frame_poses(q, topo, geo, pose, b)
     velocities(qd, topo, geo, pose, S, b)
     if ti.static(not isinstance(cg, int)):
-        contact_wrenches(cg, pose, S, b, nbody)
+        if cg[0, 0] > 0:  # a table with pairs (see contact_forces.pack)
+            contact_wrenches(cg, pose, S, b, nbody)
     for i in range(1, nbody):
         Ib = body_inertia(dyn, pose, b, i)
         V = _v6(S, b, i, _V)
         _stm6(S, b, i, _IA, Ib)
         pA = cross_force(V, Ib @ V)
         if ti.static(not isinstance(cg, int)):
-            pA -= _v6(S, b, i, _FC)
+            if cg[0, 0] > 0:
+                pA -= _v6(S, b, i, _FC)
         _st6(S, b, i, _P, pA)
     for kk in range(nbody - 1):
         i = nbody - 1 - kk

@@ -15,6 +15,7 @@ import numpy as np
 import taichi as ti
 
 from .adjoint import NG, NPB, conj, integrate_env, q4
+from .contact_forces import no_contact
 from .diff import step_vjp
 from .dynamics import _dof
 from .dynamics import device as dyn_device
@@ -41,7 +42,8 @@ def _linearize_kernel(q: ti.types.ndarray(ndim=2), v: ti.types.ndarray(ndim=2), 
                       vb: ti.types.ndarray(ndim=2), qn: ti.types.ndarray(ndim=2), pbar: ti.types.ndarray(ndim=3),
                       dofbar: ti.types.ndarray(ndim=3), gearbar: ti.types.ndarray(ndim=2),
                       A: ti.types.ndarray(ndim=3), Bm: ti.types.ndarray(ndim=3), status: ti.types.ndarray(ndim=2),
-                      dt: float, rk4: ti.i32, kl: float, dl: float, serial: ti.template()):
+                      dt: float, rk4: ti.i32, kl: float, dl: float, cg: ti.types.ndarray(ndim=2),
+                      cgb: ti.types.ndarray(ndim=3), serial: ti.template()):
     ti.loop_config(serialize=serial)
     for b in range(q.shape[0]):
         nq, nv, nu, nbody = q.shape[1], v.shape[1], u.shape[1], topo[0, 2]
@@ -79,7 +81,7 @@ def _linearize_kernel(q: ti.types.ndarray(ndim=2), v: ti.types.ndarray(ndim=2), 
             for a in range(nu):
                 ub[b, a] = 0.0
             step_vjp(topo, geo, dyn, dof, act, lim, pose, S, G, qw, vw, u, tw, aw, q0w, v0w, ks, lam, qsb, vsb, qbt,
-                     vbt, ub, kb, qb, vb, pbar, dofbar, gearbar, b, dt, rk4, kl, dl, 0, 0)
+                     vbt, ub, kb, qb, vb, pbar, dofbar, gearbar, b, dt, rk4, kl, dl, cg, cgb)
             if r < 0:
                 row = 8
                 if rk4 == 0:
@@ -171,7 +173,7 @@ def linearize(model: Model, q, qd, u, dt: float, integrator: str = "semi_implici
     _linearize_kernel(qp, vp, up, kd["topo"], kd["geo"], dd["dyn"], _dof(dd), cd["act"], cd["lim"], w.pose, w.S, G,
                       w.qw, w.vw, w.tw, w.aw, w.q0w, w.v0w, w.ks, lam, qsb, vsb, qbt, vbt, ub, kb, qb, vb, qn, pbar,
                       dofbar, gearbar, A, Bm, status, dt, INTEGRATORS[integrator], float(limit_stiffness),
-                      float(limit_damping), N < SERIAL_BELOW)
+                      float(limit_damping), no_contact(dtype), np.zeros((1, 1, 1), dtype), N < SERIAL_BELOW)
     raise_status(status, "linearization")
     Bm = Bm[:, :, : model.nu]
     return A.reshape(lead + A.shape[1:]), Bm.reshape(lead + Bm.shape[1:])

@@ -16,8 +16,35 @@ import weakref
 from dataclasses import dataclass
 
 import numpy as np
+import taichi as ti
 
 from .errors import InputError
+
+
+def _patch_inlined_functions_in_real_functions() -> None:
+    """Taichi 1.7's frontend builds an inlined ``ti.func`` into the *kernel's* AST builder even
+    while it compiles a ``ti.real_func`` (which has a builder of its own), so the inlined
+    function's ``if`` and ``for`` statements land in the wrong function: conditions act as
+    always true, loops compute nothing or crash (taichi-dev/taichi issue 8514, open; measured
+    here on 1.7.4). Every other construct asks for the builder of the callable being compiled
+    (``runtime.compiling_callable``); this makes the inlining path ask for it too. Outside
+    real functions the builder is the kernel's, as before."""
+    from taichi.lang import impl, kernel_impl
+
+    original = kernel_impl.Kernel.ast_builder
+    if getattr(original, "_simad_patched", False):
+        return
+
+    def ast_builder(self):
+        compiling = impl.get_runtime().compiling_callable
+        return compiling.ast_builder() if compiling is not None else original(self)
+
+    ast_builder._simad_patched = True
+    kernel_impl.Kernel.ast_builder = ast_builder
+
+
+if ti.__version__[:2] == (1, 7):
+    _patch_inlined_functions_in_real_functions()
 
 _ARCHES = ("cpu", "gpu", "cuda", "vulkan", "metal")
 _PRECISIONS = {"f64": np.float64, "f32": np.float32}
