@@ -69,6 +69,7 @@ class ServerConfig:
     warmup: str | bool = "all"  # "all" | "serial" | "none" (True: "all", False: "none"); see jobs.warmup
     metrics_port: int | None = None  # serve /metrics on this port (0: any free port)
     grace_s: float = 10.0
+    worker_spin_us: float = 0.0  # the worker polls this long for the next message before it sleeps (see worker.py)
     extra: dict = field(default_factory=dict)
 
 
@@ -80,7 +81,7 @@ class SimadServer:
         self.store = ModelStore(path)
         self.registry = Registry(self.store, c.max_models)
         init_kwargs = dict(arch=c.backend, precision=c.precision, compile=c.compile)
-        self.sim = SimWorker(c.max_queue, init_kwargs, self.registry.worker_models)
+        self.sim = SimWorker(c.max_queue, init_kwargs, self.registry.worker_models, spin_us=c.worker_spin_us)
         self.registry.worker = self.sim
         self.metrics._queue_depth = lambda: self.sim.depth
         limits = server_pb2.Limits(max_batch=c.max_batch, max_steps=c.max_steps, max_elements=c.max_elements,

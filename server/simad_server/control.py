@@ -123,6 +123,8 @@ class ControlService:
                 if kind == "start":
                     if session is not None:
                         raise WireError("FAILED_PRECONDITION", "the session has already started", "start")
+                    # a shared store: an id loaded through another server is loaded here first (a no-op otherwise)
+                    await self.core.registry.resolve(req.start.model_id, "start.model_id")
                     session = _Session(self.core, req.start)
                     if session.plan_mode:  # the cost is checked against the model now, not at the first tick
                         try:

@@ -290,36 +290,44 @@ class Registry:
 
 
 def model_id_of(request) -> tuple[str, str] | None:
-    """(model id, its field path) of a request that names one: ``model_id``, ``rollout.model_id``
-    or, for a control stream's first message, ``start.model_id``."""
+    """(model id, its field path) of a unary request that names one: ``model_id`` or
+    ``rollout.model_id`` (a control stream resolves its ``start.model_id`` itself)."""
     fields = request.DESCRIPTOR.fields_by_name
     if "model_id" in fields:
         return request.model_id, "model_id"
     if "rollout" in fields:
         return request.rollout.model_id, "rollout.model_id"
-    if "start" in fields and request.WhichOneof("body") == "start":
-        return request.start.model_id, "start.model_id"
     return None
 
 
 class StoreLookup(grpc.aio.ServerInterceptor):
-    """Runs ``Registry.resolve`` before every call that names a model id (the first message of a
-    control stream), and ``Registry.prune`` before ListModels, so a server sharing its store with
-    others serves the models they load and stops serving the ones they delete. Installed after
-    authentication; while the server is not ready it does nothing (the call is refused anyway).
-    LoadModel, DeleteModel (``Registry.delete`` follows the store itself), GetServerInfo, health
-    and reflection pass straight through."""
+    """Runs ``Registry.resolve`` before every call that names a model id, and ``Registry.prune``
+    before ListModels, so a server sharing its store with others serves the models they load and
+    stops serving the ones they delete. Installed after authentication; while the server is not
+    ready it does nothing (the call is refused anyway). LoadModel, DeleteModel
+    (``Registry.delete`` follows the store itself), GetServerInfo, health and reflection pass
+    straight through, and so does a control stream: ``ControlService.Session`` resolves its
+    ``start.model_id`` itself (a wrapper here would add two async-generator hops to every tick)."""
 
-    PASS = ("/LoadModel", "/DeleteModel", "/GetServerInfo")
+    PASS = ("/LoadModel", "/DeleteModel", "/GetServerInfo", "/Session")
 
     def __init__(self, registry: Registry, ready, metrics=None):
         self.registry, self.ready, self.metrics = registry, ready, metrics
+        self._wrapped: dict[str, tuple] = {}  # method -> (its handler, the wrapped one): built once, not per call
 
     async def intercept_service(self, continuation, details):
         h = await continuation(details)
         method = details.method
         if h is None or method.startswith("/grpc.") or method.endswith(self.PASS):
             return h
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is h:
+            return cached[1]
+        wrapped = self._wrap(h, method)
+        self._wrapped[method] = (h, wrapped)
+        return wrapped
+
+    def _wrap(self, h, method: str):
         name = method.rsplit("/", 1)[-1]
         kw = dict(request_deserializer=h.request_deserializer, response_serializer=h.response_serializer)
         if h.unary_unary is not None:
@@ -339,33 +347,6 @@ class StoreLookup(grpc.aio.ServerInterceptor):
                     yield reply
 
             return grpc.unary_stream_rpc_method_handler(unary_stream, **kw)
-        if h.stream_stream is not None:
-            gen2 = h.stream_stream
-
-            async def stream_stream(requests, context):
-                it = requests.__aiter__()
-                first, error = None, None
-                try:
-                    first = await it.__anext__()
-                except StopAsyncIteration:
-                    pass
-                except Exception as e:  # noqa: BLE001 - e.g. a malformed message: the handler reports it
-                    error = e
-                if first is not None:
-                    await self._before(name, first, context)
-
-                async def replay():
-                    if error is not None:
-                        raise error
-                    if first is not None:
-                        yield first
-                    async for msg in it:
-                        yield msg
-
-                async for reply in gen2(replay(), context):
-                    yield reply
-
-            return grpc.stream_stream_rpc_method_handler(stream_stream, **kw)
         return h
 
     async def _before(self, name: str, request, context) -> None:

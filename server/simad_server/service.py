@@ -93,7 +93,7 @@ class Core:
                 raise WireError("INVALID_ARGUMENT", "required tensor is missing", field)
             return None
         a = codec.from_tensor(t, field, max_elements=self.limits.max_elements)
-        if a.dtype.kind == "f" and a.size and not np.all(np.isfinite(a)):
+        if a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
             idx = [int(i) for i in np.argwhere(~np.isfinite(a))[0]]
             raise WireError("INVALID_ARGUMENT", f"non-finite value {a[tuple(idx)]} at index {idx}", field)
         return a
@@ -296,7 +296,7 @@ OUTPUT_NAMES = {"linearize": ("a", "b"), "forward_kinematics": ("pos", "rot"), "
 def _non_finite(value, name: str) -> str:
     """The name of the first non-finite float (array, scalar, or inside a tuple / dataclass / dict), or ""."""
     if isinstance(value, np.ndarray):
-        return name if value.dtype.kind == "f" and value.size and not np.all(np.isfinite(value)) else ""
+        return name if value.dtype.kind == "f" and value.size and not np.isfinite(value).all() else ""
     if isinstance(value, float):
         return "" if np.isfinite(value) else name
     if isinstance(value, tuple | list):
