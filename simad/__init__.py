@@ -11,6 +11,7 @@ _os.environ.setdefault("ENABLE_TAICHI_HEADER_PRINT", "False")
 from .configuration import difference, integrate, neutral, random_configuration
 from .contact import Contact, GradientQuality, contact_rollout, contact_value_and_grad, contact_vjp
 from .costs import QuadraticCost
+from .derivatives import aba_derivatives, rnea_derivatives
 from .diff import Gradients, rollout_vjp, value_and_grad
 from .dynamics import forward_dynamics, inverse_dynamics, mass_matrix
 from .errors import InputError, ModelError, NonFiniteError, SimadError
@@ -49,6 +50,7 @@ __all__ = [
     "SimadError",
     "Trajectory",
     "__version__",
+    "aba_derivatives",
     "difference",
     "forward_dynamics",
     "forward_kinematics",
@@ -65,6 +67,7 @@ __all__ = [
     "mass_matrix",
     "neutral",
     "random_configuration",
+    "rnea_derivatives",
     "rollout",
     "rollout_jvp",
     "rollout_vjp",

@@ -410,7 +410,7 @@ def _batch3(model, q, a, b, names):
 
 
 def _buffers(model, B, dtype):
-    return scratch((B, model.nframe, 12), dtype), np.zeros((B, model.nbody, _NS), dtype)
+    return scratch((B, model.nframe, 12), dtype), scratch((B, model.nbody, _NS), dtype, "dynamics.S")
 
 
 def forward_dynamics(model: Model, q, qd, tau) -> np.ndarray:

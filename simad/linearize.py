@@ -5,10 +5,13 @@ limits): A = dx'/dx (2 nv x 2 nv) and B = dx'/du (2 nv x nu), in the tangent spa
 joint's six rows and columns are the body-frame (linear, angular) directions of
 ``configuration.integrate``: x (+) dx with dx = (dq_tangent, dqd).
 
-Each point runs in one thread of one kernel launch: the step is recomputed once, then each of
+Each point runs in one thread of one kernel launch. Semi-implicit Euler (v' = v + dt a,
+q' = q (+) dt v') uses the analytic derivatives of the dynamics (``derivatives.py``: one RNEA
+derivative pass, one Cholesky of M, then a = ABA's Jacobians dRNEA/dx solved against M) and the
+integrator's closed-form Jacobians on the manifold. RK4 recomputes the step once, then each of
 the 2 nv rows of [A | B] is one exact reverse pass of the step (``diff.step_vjp``) seeded with
-a unit cotangent of x'. The clip of u to the control range passes derivatives inside the range
-and blocks them outside it.
+a unit cotangent of x'. Both are exact; they agree to rounding (tested). The clip of u to the
+control range passes derivatives inside the range (and on its bounds) and blocks them outside.
 """
 
 import numpy as np
@@ -16,17 +19,30 @@ import taichi as ti
 
 from .adjoint import NG, NPB, conj, integrate_env, q4
 from .contact_forces import no_contact
+from .derivatives import _aba_env_rf, _scratch, cholesky_solve_env, rnea_derivatives_env
 from .diff import step_vjp
 from .dynamics import _dof
 from .dynamics import device as dyn_device
 from .errors import InputError
-from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW
+from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW, scratch
 from .kinematics import device as kin_device
 from .model.model import Model
-from .rollout import INTEGRATORS, LIMIT_DAMPING, LIMIT_STIFFNESS, _check_model, _positive, _Work, device
-from .rollout import raise_status, rollout
-from .tmath import quat_mul, quat_to_mat
+from .rollout import (
+    INTEGRATORS,
+    LIMIT_DAMPING,
+    LIMIT_STIFFNESS,
+    _check_model,
+    _positive,
+    _Work,
+    device,
+    generalized_forces,
+    raise_status,
+    rollout,
+)
+from .tmath import quat_exp, quat_mul, quat_to_mat, skew
 from .validate import MAX_BATCH, as_array
+
+A2, A3 = ti.types.ndarray(ndim=2), ti.types.ndarray(ndim=3)
 
 
 @ti.kernel
@@ -114,6 +130,137 @@ def _linearize_kernel(q: ti.types.ndarray(ndim=2), v: ti.types.ndarray(ndim=2), 
                 status[b, 1] = 4
 
 
+@ti.func
+def _right_jacobian(phi):
+    """Jr of SO(3): exp(phi + d) = exp(phi) exp(Jr(phi) d) to first order."""
+    th = phi.norm()
+    K = skew(phi)
+    c1, c2 = 0.5 - th * th / 24.0, 1.0 / 6.0 - th * th / 120.0  # series below 1e-4 rad
+    if th > 1e-4:
+        c1 = (1.0 - ti.cos(th)) / (th * th)
+        c2 = (th - ti.sin(th)) / (th * th * th)
+    return ti.Matrix.identity(float, 3) - c1 * K + c2 * (K @ K)
+
+
+@ti.real_func
+def _force_jacobians(qw: A2, uw: A2, act: A2, lim: A2, X: A3, b: ti.i32, nv: ti.i32, kl: float, dl: float):
+    """Adds d tau_applied / d(q, qd, u) to X = [. | . | .] (nv x (2 nv + nu)): the motors'
+    gear times the clip's derivative (1 inside the range and on its bounds, 0 outside, as the
+    reverse pass) and the soft limits' -kl, -dl outside the range (``rollout.generalized_forces``)."""
+    for a in range(uw.shape[1]):
+        u = uw[b, a]
+        pas = 1.0
+        if act[a, 2] > 0.5 and (u < act[a, 3] or u > act[a, 4]):
+            pas = 0.0
+        X[b, ti.cast(act[a, 0], ti.i32), 2 * nv + a] += pas * act[a, 1]
+    for d in range(nv):
+        if lim[d, 0] > 0.5:
+            x = qw[b, ti.cast(lim[d, 3], ti.i32)]
+            if x > lim[d, 2] or x < lim[d, 1]:
+                X[b, d, d] += -kl
+                X[b, d, nv + d] += -dl
+
+
+@ti.real_func
+def _euler_assemble(topo: A2, vw: A2, aw: A2, X: A3, A: A3, Bm: A3, b: ti.i32, dt: float, nu: ti.i32) -> ti.i32:
+    """A, B of v' = v + dt a, q' = q (+) dt v' from X = [da/dq | da/dqd | da/du]; returns 1 on a
+    non-finite entry. Free joints: with d = dt v' = (dp, dw) and Rd = exp(dw), the tangent of
+    q' = (p + R dp, R exp(dw)) moves by Rd^T (eta_p - dp x eta_w + d(dp)) and
+    Rd^T eta_w + Jr(dw) d(dw) when q moves by eta and d by d(d)."""
+    nbody, nv = topo[0, 2], topo[0, 3]
+    nc = 2 * nv + nu
+    bad = 0
+    for r in range(nv):  # rows of qd' = qd + dt a
+        for c in range(nc):
+            x = dt * X[b, r, c]
+            if c == nv + r:
+                x += 1.0
+            if c < 2 * nv:
+                A[b, nv + r, c] = x
+            else:
+                Bm[b, nv + r, c - 2 * nv] = x
+            if ti.math.isnan(x) or ti.math.isinf(x):
+                bad = 1
+    for i in range(1, nbody):  # rows of q'
+        jt, va = topo[i, 1], topo[i, 3]
+        if jt == _REV or jt == _PRI:
+            for c in range(nc):
+                x = dt * (dt * X[b, va, c])
+                if c == va or c == nv + va:
+                    x += 1.0 if c == va else dt
+                if c < 2 * nv:
+                    A[b, va, c] = x
+                else:
+                    Bm[b, va, c - 2 * nv] = x
+        elif jt == _FREE:
+            dp = ti.Vector([vw[b, va + k] + dt * aw[b, va + k] for k in ti.static(range(3))]) * dt
+            dw = ti.Vector([vw[b, va + 3 + k] + dt * aw[b, va + 3 + k] for k in ti.static(range(3))]) * dt
+            e = quat_exp(dw)
+            RdT = quat_to_mat(e[0], e[1], e[2], e[3]).transpose()
+            Jr = _right_jacobian(dw)
+            P = skew(dp)
+            for c in range(nc):
+                # d(dp), d(dw) along column c: dt times the rows of qd'
+                ddp = ti.Vector([dt * (dt * X[b, va + k, c] + (1.0 if c == nv + va + k else 0.0))
+                                 for k in ti.static(range(3))])
+                ddw = ti.Vector([dt * (dt * X[b, va + 3 + k, c] + (1.0 if c == nv + va + 3 + k else 0.0))
+                                 for k in ti.static(range(3))])
+                ep = ti.Vector([1.0 if c == va + k else 0.0 for k in ti.static(range(3))])
+                ew = ti.Vector([1.0 if c == va + 3 + k else 0.0 for k in ti.static(range(3))])
+                rp = RdT @ (ep - P @ ew + ddp)
+                rw = RdT @ ew + Jr @ ddw
+                for k in ti.static(range(3)):
+                    if c < 2 * nv:
+                        A[b, va + k, c] = rp[k]
+                        A[b, va + 3 + k, c] = rw[k]
+                    else:
+                        Bm[b, va + k, c - 2 * nv] = rp[k]
+                        Bm[b, va + 3 + k, c - 2 * nv] = rw[k]
+    return bad
+
+
+@ti.kernel
+def _linearize_euler_kernel(q: A2, v: A2, u: A2, topo: A2, geo: A2, dyn: A2, dof: A2, act: A2, lim: A2, pose: A3,
+                            S: A3, D: A3, E: A3, Tq: A3, Tv: A3, M: A3, X: A3, tw: A2, aw: A2, A: A3, Bm: A3,
+                            status: A2, cg: A2, dt: float, kl: float, dl: float, serial: ti.template()):
+    """A, B of one semi-implicit Euler step at every point b (one thread each)."""
+    ti.loop_config(serialize=serial)
+    for b in range(q.shape[0]):
+        nv, nu = topo[0, 3], u.shape[1]
+        generalized_forces(q, v, u, act, lim, tw, b, nv, kl, dl)
+        _aba_env_rf(q, v, tw, topo, geo, dyn, dof, pose, S, aw, cg, b)
+        rnea_derivatives_env(q, v, aw, topo, geo, dyn, dof, pose, S, D, E, Tq, Tv, M, b, 1)
+        for r in range(nv):
+            for c in range(nv):
+                X[b, r, c] = -Tq[b, r, c]
+                X[b, r, nv + c] = -Tv[b, r, c]
+            for a in range(nu):
+                X[b, r, 2 * nv + a] = 0.0
+        _force_jacobians(q, u, act, lim, X, b, nv, kl, dl)
+        bad = cholesky_solve_env(M, X, b, nv, 2 * nv + nu)
+        bad += _euler_assemble(topo, v, aw, X, A, Bm, b, dt, nu)
+        if bad:
+            status[b, 0] = 1
+            status[b, 1] = 4
+
+
+def linearize_euler(model: Model, qp, vp, up, dt: float, kl: float, dl: float):
+    """A (N, 2 nv, 2 nv), B (N, 2 nv, nu_pad) and the status of the semi-implicit Euler step at
+    N validated points (``linearize``'s fast path)."""
+    N, nv, dtype = qp.shape[0], max(model.nv, 1), qp.dtype
+    nu = up.shape[1]
+    k, d, c = kin_device(model), dyn_device(model), device(model)
+    pose, S, D, E, Tq, Tv, M = _scratch(model, N, dtype)
+    X = scratch((N, nv, 2 * nv + nu), dtype, "linearize.X")
+    tw, aw = scratch((N, nv), dtype, "linearize.tw"), scratch((N, nv), dtype, "linearize.aw")
+    A = np.empty((N, 2 * nv, 2 * nv), dtype)  # every entry is written
+    Bm = np.empty((N, 2 * nv, nu), dtype)
+    status = np.zeros((N, 2), np.int32)
+    _linearize_euler_kernel(qp, vp, up, k["topo"], k["geo"], d["dyn"], _dof(d), c["act"], c["lim"], pose, S, D, E, Tq,
+                            Tv, M, X, tw, aw, A, Bm, status, no_contact(dtype), dt, kl, dl, N < SERIAL_BELOW)
+    return A, Bm, status
+
+
 def _points(model, x, width, name):
     a = np.asarray(x)
     if a.ndim < 1 or a.shape[-1] != width:
@@ -156,6 +303,19 @@ def linearize(model: Model, q, qd, u, dt: float, integrator: str = "semi_implici
         qa = model.jnt_qadr[j]
         if np.any(np.linalg.norm(qp[:, qa + 3 : qa + 7], axis=1) < 1e-9):
             raise InputError("q", f"quaternion of joint '{model.jnt_names[j]}' has zero norm")
+    kl, dl = float(limit_stiffness), float(limit_damping)
+    if INTEGRATORS[integrator] == 0:  # semi-implicit Euler: analytic derivatives
+        A, Bm, status = linearize_euler(model, qp, vp, up, dt, kl, dl)
+    else:
+        A, Bm, status = _reverse_passes(model, qp, vp, up, dt, INTEGRATORS[integrator], kl, dl)
+    raise_status(status, "linearization")
+    Bm = Bm[:, :, : model.nu]
+    return A.reshape(lead + A.shape[1:]), Bm.reshape(lead + Bm.shape[1:])
+
+
+def _reverse_passes(model: Model, qp, vp, up, dt: float, rk4: int, kl: float, dl: float):
+    """A, B (nu padded) and the status at N validated points by 2 nv exact reverse passes of the
+    step each (any integrator; RK4's path, and the reference the analytic path is tested on)."""
     N, nv, dtype = qp.shape[0], model.nv, qp.dtype
     w = _Work(model, N, dtype)
     kd, dd, cd = kin_device(model), dyn_device(model), device(model)
@@ -172,11 +332,9 @@ def linearize(model: Model, q, qd, u, dt: float, integrator: str = "semi_implici
     status = np.zeros((N, 2), np.int32)
     _linearize_kernel(qp, vp, up, kd["topo"], kd["geo"], dd["dyn"], _dof(dd), cd["act"], cd["lim"], w.pose, w.S, G,
                       w.qw, w.vw, w.tw, w.aw, w.q0w, w.v0w, w.ks, lam, qsb, vsb, qbt, vbt, ub, kb, qb, vb, qn, pbar,
-                      dofbar, gearbar, A, Bm, status, dt, INTEGRATORS[integrator], float(limit_stiffness),
-                      float(limit_damping), no_contact(dtype), np.zeros((1, 1, 1), dtype), N < SERIAL_BELOW)
-    raise_status(status, "linearization")
-    Bm = Bm[:, :, : model.nu]
-    return A.reshape(lead + A.shape[1:]), Bm.reshape(lead + Bm.shape[1:])
+                      dofbar, gearbar, A, Bm, status, dt, rk4, kl, dl, no_contact(dtype), np.zeros((1, 1, 1), dtype),
+                      N < SERIAL_BELOW)
+    return A, Bm, status
 
 
 def rollout_jvp(model: Model, q0, qd0, controls, dt: float, dq0=None, dqd0=None, dcontrols=None,

@@ -44,6 +44,17 @@ for mode in ("impulse", "smooth"):
     c = simad.Contact(mode=mode)
     simad.contact_vjp(s, q0, None, 1e-3, np.ones((1, 3, 14)), steps=2, contact=c)
     simad.contact_rollout(s, np.tile(q0, (2, 1)), None, 1e-3, steps=2, contact=c)
+# articulated smooth contact: the contact variant of the rollout kernel (the reverse kernel is
+# the same for every call; its shared pieces compile with it)
+arm = simad.ModelBuilder("prewarm_arm")
+arm.add_geom(0, "plane", name="floor")
+arm.add_body("l1", 0, pos=(0, 0, 0.3), mass=1.0, com=(0.1, 0, 0), inertia=(0.01, 0.01, 0.01))
+arm.add_joint("l1", "j1", "revolute", axis=(0, 1, 0))
+arm.add_geom("l1", "sphere", size=(0.05,), pos=(0.2, 0, 0), name="tip")
+arm = arm.finalize()
+sm = simad.Contact(mode="smooth")
+simad.rollout(arm, [0.3], [0.0], np.zeros((2, 0)), 1e-3, contact=sm)
+simad.rollout_vjp(arm, [0.3], [0.0], np.zeros((2, 0)), 1e-3, q_bar=np.ones((1, 3, 1)), contact=sm)
 # the parallel (B >= 16) rollout and reverse kernels: the policy-learning example's server
 from simad import models
 chain = models.planar_chain(1)
