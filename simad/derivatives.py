@@ -57,6 +57,7 @@ from .dynamics import device as dyn_device
 from .errors import ModelError
 from .kinematics import SERIAL_BELOW, frame_poses, scratch
 from .kinematics import device as kin_device
+from .launch import fast_kernel
 from .model.model import Model
 from .tmath import row_vec3
 
@@ -217,6 +218,7 @@ def cholesky_solve_env(M: A3, X: A3, b: ti.i32, n: ti.i32, ncol: ti.i32) -> ti.i
     return bad
 
 
+@fast_kernel
 @ti.kernel
 def _rnea_derivatives_kernel(q: A2, qd: A2, a: A2, topo: A2, geo: A2, dyn: A2, dof: A2, pose: A3, S: A3, D: A3,
                              E: A3, Tq: A3, Tv: A3, M: A3, serial: ti.template()):
@@ -231,6 +233,7 @@ def _aba_env_rf(q: A2, qd: A2, tau: A2, topo: A2, geo: A2, dyn: A2, dof: A2, pos
     aba_env(q, qd, tau, topo, geo, dyn, dof, pose, S, qdd, b, cg)
 
 
+@fast_kernel
 @ti.kernel
 def _aba_derivatives_kernel(q: A2, qd: A2, tau: A2, topo: A2, geo: A2, dyn: A2, dof: A2, pose: A3, S: A3, D: A3,
                             E: A3, Tq: A3, Tv: A3, M: A3, X: A3, qdd: A2, cg: A2, status: ti.types.ndarray(ndim=1),

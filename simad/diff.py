@@ -25,6 +25,7 @@ from .dynamics import device as dyn_device
 from .errors import InputError
 from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW
 from .kinematics import device as kin_device
+from .launch import fast_kernel
 from .model.model import Model
 from .policy import MLPPolicy, policy_vjp
 from .rollout import (
@@ -229,6 +230,7 @@ def _carry(src: ti.template(), cot: ti.template(), dst: ti.template(), b, t, own
     return bad
 
 
+@fast_kernel
 @ti.kernel
 def _reverse_kernel(qs: ti.types.ndarray(ndim=3), vs: ti.types.ndarray(ndim=3), ff: ti.types.ndarray(ndim=3),
                     K: ti.types.ndarray(ndim=4), xq: ti.types.ndarray(ndim=3), xv: ti.types.ndarray(ndim=3),

@@ -22,6 +22,7 @@ from . import runtime
 from .contact_forces import SFC, SV, contact_wrenches
 from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW, frame_poses, scratch
 from .kinematics import device as kin_device
+from .launch import fast_kernel
 from .model.model import Model
 from .tmath import POS, ROT, mat3, row_mat3, row_vec3, vec3
 from .validate import as_batch
@@ -212,6 +213,7 @@ def rnea_env(q: ti.template(), qd: ti.template(), qdd: ti.template(), topo: ti.t
             _st6(S, b, par, _P, _v6(S, b, par, _P) + f)
 
 
+@fast_kernel
 @ti.kernel
 def _rnea_kernel(q: ti.types.ndarray(ndim=2), qd: ti.types.ndarray(ndim=2), qdd: ti.types.ndarray(ndim=2),
                  topo: ti.types.ndarray(ndim=2), geo: ti.types.ndarray(ndim=2), dyn: ti.types.ndarray(ndim=2),
@@ -225,6 +227,7 @@ def _rnea_kernel(q: ti.types.ndarray(ndim=2), qd: ti.types.ndarray(ndim=2), qdd:
 # ---------------------------------------------------------------------------------------------
 # CRBA: the joint-space mass matrix (armature on the diagonal)
 # ---------------------------------------------------------------------------------------------
+@fast_kernel
 @ti.kernel
 def _crba_kernel(q: ti.types.ndarray(ndim=2), topo: ti.types.ndarray(ndim=2), geo: ti.types.ndarray(ndim=2),
                  dyn: ti.types.ndarray(ndim=2), dof: ti.types.ndarray(ndim=2), pose: ti.types.ndarray(ndim=3),
@@ -383,6 +386,7 @@ def aba_env(q: ti.template(), qd: ti.template(), tau: ti.template(), topo: ti.te
         _st6(S, b, i, _A, A)
 
 
+@fast_kernel
 @ti.kernel
 def _aba_kernel(q: ti.types.ndarray(ndim=2), qd: ti.types.ndarray(ndim=2), tau: ti.types.ndarray(ndim=2),
                 topo: ti.types.ndarray(ndim=2), geo: ti.types.ndarray(ndim=2), dyn: ti.types.ndarray(ndim=2),

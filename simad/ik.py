@@ -15,6 +15,7 @@ import taichi as ti
 from .configuration import random_configuration
 from .errors import InputError
 from .kinematics import _FREE, SERIAL_BELOW, device, frame_jacobian_into, frame_poses
+from .launch import fast_kernel
 from .model.model import Model
 from .tmath import POS, ROT, mat3, quat_exp, quat_mul, quat_to_mat, rot_log, vec3
 from .validate import as_array, as_batch, check_frames
@@ -137,6 +138,7 @@ def _freeze_blocked(q: ti.template(), topo: ti.template(), qlim: ti.template(), 
     return n
 
 
+@fast_kernel
 @ti.kernel
 def _ik_kernel(
     q: ti.types.ndarray(ndim=2),

@@ -19,6 +19,7 @@ import numpy as np
 import taichi as ti
 
 from . import runtime
+from .launch import fast_kernel
 from .model.model import JointType, Model
 from .tmath import POS, ROT, axis_angle, mat3, quat_to_mat, row_mat3, row_vec3, store_pose, vec3
 from .validate import as_batch, check_frames
@@ -137,6 +138,7 @@ def frame_jacobian_into(topo: ti.template(), geo: ti.template(), pose: ti.templa
 # ---------------------------------------------------------------------------------------------
 # Kernels
 # ---------------------------------------------------------------------------------------------
+@fast_kernel
 @ti.kernel
 def _fk_kernel(
     q: ti.types.ndarray(ndim=2),
@@ -150,6 +152,7 @@ def _fk_kernel(
         frame_poses(q, topo, geo, pose, b)
 
 
+@fast_kernel
 @ti.kernel
 def _jacobian_kernel(
     q: ti.types.ndarray(ndim=2),
@@ -173,6 +176,7 @@ def _jacobian_kernel(
                 sel_pose[b, s, k] = pose[b, sel[s], k]
 
 
+@fast_kernel
 @ti.kernel
 def _fk_vjp_kernel(
     q: ti.types.ndarray(ndim=2),
@@ -244,14 +248,16 @@ def scratch(shape: tuple, dtype, tag: str = "") -> np.ndarray:
     otherwise page-fault a fresh allocation on every call (measured: ~2-4 us per point of a
     1,000-point linearization). One buffer per (shape, dtype, tag) and thread; the least
     recently used go beyond 16 buffers or 256 MB. The caller must write before it reads."""
-    pool = _scratch.__dict__.setdefault("pool", {})
+    st = _scratch.__dict__
+    pool = st.setdefault("pool", {})
     key = (tuple(shape), np.dtype(dtype).str, tag)
     buf = pool.pop(key, None)
     if buf is None:
         buf = np.empty(shape, dtype)
+        st["bytes"] = st.get("bytes", 0) + buf.nbytes
     pool[key] = buf  # most recently used last
-    while len(pool) > 16 or (len(pool) > 1 and sum(x.nbytes for x in pool.values()) > _SCRATCH_BYTES):
-        pool.pop(next(iter(pool)))
+    while len(pool) > 16 or (len(pool) > 1 and st["bytes"] > _SCRATCH_BYTES):
+        st["bytes"] -= pool.pop(next(iter(pool))).nbytes
     return buf
 
 

@@ -26,6 +26,7 @@ from .dynamics import device as dyn_device
 from .errors import InputError
 from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW, scratch
 from .kinematics import device as kin_device
+from .launch import fast_kernel
 from .model.model import Model
 from .rollout import (
     INTEGRATORS,
@@ -45,6 +46,7 @@ from .validate import MAX_BATCH, as_array
 A2, A3 = ti.types.ndarray(ndim=2), ti.types.ndarray(ndim=3)
 
 
+@fast_kernel
 @ti.kernel
 def _linearize_kernel(q: ti.types.ndarray(ndim=2), v: ti.types.ndarray(ndim=2), u: ti.types.ndarray(ndim=2),
                       topo: ti.types.ndarray(ndim=2), geo: ti.types.ndarray(ndim=2), dyn: ti.types.ndarray(ndim=2),
@@ -219,6 +221,7 @@ def _euler_assemble(topo: A2, vw: A2, aw: A2, X: A3, A: A3, Bm: A3, b: ti.i32, d
     return bad
 
 
+@fast_kernel
 @ti.kernel
 def _linearize_euler_kernel(q: A2, v: A2, u: A2, topo: A2, geo: A2, dyn: A2, dof: A2, act: A2, lim: A2, pose: A3,
                             S: A3, D: A3, E: A3, Tq: A3, Tv: A3, M: A3, X: A3, tw: A2, aw: A2, A: A3, Bm: A3,

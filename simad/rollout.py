@@ -33,6 +33,7 @@ from .dynamics import device as dyn_device
 from .errors import InputError, ModelError, NonFiniteError
 from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW
 from .kinematics import device as kin_device
+from .launch import fast_kernel
 from .model.model import JointType, Model
 from .policy import MLPPolicy, policy_env
 from .tmath import quat_log, quat_mul, quat_to_mat
@@ -196,6 +197,7 @@ def step_env(topo: ti.template(), geo: ti.template(), dyn: ti.template(), dof: t
         integrate_env(topo, q0w, ks, 8, dt, qw, b)
 
 
+@fast_kernel
 @ti.kernel
 def _rollout_kernel(q0: ti.types.ndarray(ndim=2), v0: ti.types.ndarray(ndim=2), ff: ti.types.ndarray(ndim=3),
                     K: ti.types.ndarray(ndim=4), xq: ti.types.ndarray(ndim=3), xv: ti.types.ndarray(ndim=3),
