@@ -20,9 +20,27 @@ added to, never overwritten, so the callers chain several adjoints into one buff
 
 import taichi as ti
 
-from .dynamics import _A, _DI, _P, _U, _U1, _V, _aba_free_outward, _bot, _join, _top, _v6, _st6
-from .dynamics import body_inertia, free_col, motion_col, ndof
 from .contact_forces import contact_vjp
+from .dynamics import (
+    _A,
+    _AS,
+    _DI,
+    _P,
+    _PS,
+    _U,
+    _U1,
+    _V,
+    _aba_free_outward,
+    _bot,
+    _join,
+    _st6,
+    _top,
+    _v6,
+    body_inertia,
+    free_col,
+    motion_col,
+    ndof,
+)
 from .kinematics import _FREE, _PRI, _REV
 from .tmath import POS, ROT, mat3, quat_exp, quat_mul, quat_to_mat, row_mat3, row_vec3, skew, vec3
 
@@ -178,14 +196,15 @@ def integrate_vjp(topo: ti.template(), q: ti.template(), d: ti.template(), row, 
 def aba_solve(topo: ti.template(), geo: ti.template(), pose: ti.template(), S: ti.template(), y: ti.template(),
               x: ti.template(), b):
     """x = M(q)^-1 y, reusing U and D^-1 that ``aba_env`` left in S at the same q (armature
-    included; velocity, damping and gravity play no part). Uses the _P, _A and _U1 slots."""
+    included; velocity, damping and gravity play no part). Uses the _PS, _AS and _U1
+    slots (not _P and _A: the RNEA adjoint reads those after the solve)."""
     nbody = topo[0, 2]
     for i in range(nbody):
-        _st6(S, b, i, _P, ti.Vector.zero(float, 6))
+        _st6(S, b, i, _PS, ti.Vector.zero(float, 6))
     for kk in range(nbody - 1):
         i = nbody - 1 - kk
         jt, va, par = topo[i, 1], topo[i, 3], topo[i, 0]
-        pA = _v6(S, b, i, _P)
+        pA = _v6(S, b, i, _PS)
         if jt == _FREE:
             R = mat3(pose, b, i, ROT)
             p = vec3(pose, b, i, POS)
@@ -198,25 +217,25 @@ def aba_solve(topo: ti.template(), geo: ti.template(), pose: ti.template(), S: t
                     for k2 in range(6):
                         z += S[b, i, _DI + 6 * k1 + k2] * S[b, i, _U1 + k2]
                     pa += _v6(S, b, i, _U + 6 * k1) * z
-                _st6(S, b, par, _P, _v6(S, b, par, _P) + pa)
+                _st6(S, b, par, _PS, _v6(S, b, par, _PS) + pa)
         elif jt == _REV or jt == _PRI:
             u = y[b, va] - motion_col(topo, geo, pose, b, i, 0).dot(pA)
             S[b, i, _U1] = u
             if par > 0:
-                _st6(S, b, par, _P, _v6(S, b, par, _P) + pA + _v6(S, b, i, _U) * (S[b, i, _DI] * u))
+                _st6(S, b, par, _PS, _v6(S, b, par, _PS) + pA + _v6(S, b, i, _U) * (S[b, i, _DI] * u))
         elif par > 0:
-            _st6(S, b, par, _P, _v6(S, b, par, _P) + pA)
-    _st6(S, b, 0, _A, ti.Vector.zero(float, 6))
+            _st6(S, b, par, _PS, _v6(S, b, par, _PS) + pA)
+    _st6(S, b, 0, _AS, ti.Vector.zero(float, 6))
     for i in range(1, nbody):
         jt, va = topo[i, 1], topo[i, 3]
-        A = _v6(S, b, topo[i, 0], _A)
+        A = _v6(S, b, topo[i, 0], _AS)
         if jt == _FREE:
             A = _aba_free_outward(pose, S, x, b, i, va, A)
         elif jt == _REV or jt == _PRI:
             z = S[b, i, _DI] * (S[b, i, _U1] - _v6(S, b, i, _U).dot(A))
             x[b, va] = z
             A += motion_col(topo, geo, pose, b, i, 0) * z
-        _st6(S, b, i, _A, A)
+        _st6(S, b, i, _AS, A)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import taichi as ti
 
 from .adjoint import NG, NPB, aba_solve, conj, integrate_vjp, normalize_vjp, q4, quat_log_vjp, rnea_adjoint
 from .contact_forces import NGB, param_grads
-from .dynamics import _dof, rnea_env
+from .dynamics import _dof, rnea_forces
 from .dynamics import device as dyn_device
 from .errors import InputError
 from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW
@@ -53,13 +53,14 @@ def accel_vjp(qw: ti.template(), vw: ti.template(), uw: ti.template(), aw: ti.te
               pose: ti.template(), S: ti.template(), G: ti.template(), pbar: ti.template(), dofbar: ti.template(),
               gearbar: ti.template(), b, kl, dl, cg: ti.template(), cgb: ti.template()):
     """Pulls y (the cotangent of a = ABA(q, qd, tau(u, q, qd))) back into qsb, vsb, ub and the
-    parameter cotangents. Needs the ABA factorisation of ``stage_accel`` at (qw, vw) in S.
+    parameter cotangents. Needs what ``stage_accel`` at (qw, vw) left in pose and S (the poses,
+    V, C, A and the ABA factorisation): nothing of the forward pass is recomputed.
 
     The clip of u to the control range passes the gradient inside the closed range and
     blocks it outside (the derivative of the clip; at the bound itself it passes)."""
     nv = topo[0, 3]
     aba_solve(topo, geo, pose, S, y, lam, b)
-    rnea_env(qw, vw, aw, topo, geo, dyn, dof, pose, S, y, b, cg)  # y is free again: tau lands there
+    rnea_forces(topo, dyn, pose, S, b, cg)  # the poses, V, C, A are the ABA's at (q, qd, a)
     rnea_adjoint(qw, vw, aw, lam, topo, geo, dyn, dof, pose, S, G, qsb, vsb, pbar, dofbar, b, -1.0, cg, cgb)
     for a in range(uw.shape[1]):
         d = ti.cast(act[a, 0], ti.i32)
@@ -140,21 +141,22 @@ def step_vjp(topo: ti.template(), geo: ti.template(), dyn: ti.template(), dof: t
     nq, nv = q0w.shape[1], topo[0, 3]
     nst = 1 + 3 * rk4
     # iterations 0 .. nst-1 recompute the stages forward, nst .. 2 nst - 1 reverse them, last
-    # first; one call site of the ABA (and of its adjoint) keeps the compiled kernel small
+    # first (one call site of the ABA and of its adjoint; they are real functions anyway)
     for it in range(2 * nst):
         s = it
         if it >= nst:
             s = 2 * nst - 1 - it
         if it == nst:
             _final_vjp(topo, q0w, v0w, ks, kb, qb, vb, qbt, vbt, b, dt, rk4)
-        if s > 0:
-            rk4_stage_state(topo, q0w, v0w, ks, qw, vw, b, s, dt)
-        else:
-            for k in range(nq):
-                qw[b, k] = q0w[b, k]
-            for d in range(nv):
-                vw[b, d] = v0w[b, d]
-        stage_accel_rf(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl, cg)
+        if it != nst:  # the first reverse iteration is the last stage, still in pose and S
+            if s > 0:
+                rk4_stage_state(topo, q0w, v0w, ks, qw, vw, b, s, dt)
+            else:
+                for k in range(nq):
+                    qw[b, k] = q0w[b, k]
+                for d in range(nv):
+                    vw[b, d] = v0w[b, d]
+            stage_accel_rf(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl, cg)
         if it < nst:
             for d in range(nv):
                 ks[b, s, d] = vw[b, d]

@@ -29,7 +29,8 @@ from .validate import as_batch
 
 # offsets in the per-body scratch row (B, nbody, _NS)
 _V, _C, _A, _P, _U1, _IA, _U, _DI, _DW, _FC = 0, 6, 12, 18, 24, 30, 66, 102, 138, SFC
-_NS = SFC + 6
+_PS, _AS = SFC + 6, SFC + 12  # M^-1 solves' own force and acceleration sweeps (adjoint.aba_solve)
+_NS = SFC + 18
 assert _V == SV
 
 
@@ -194,23 +195,35 @@ def rnea_env(q: ti.template(), qd: ti.template(), qdd: ti.template(), topo: ti.t
         for k in range(ndof(jt)):
             A += motion_col(topo, geo, pose, b, i, k) * qdd[b, va + k]
         _st6(S, b, i, _A, A)
+    rnea_forces(topo, dyn, pose, S, b, cg)
+    for i in range(1, nbody):
+        jt, va = topo[i, 1], topo[i, 3]
+        f = _v6(S, b, i, _P)
+        for k in range(ndof(jt)):
+            d = va + k
+            tau[b, d] = motion_col(topo, geo, pose, b, i, k).dot(f) + dof[d, 0] * qd[b, d] + dof[d, 1] * qdd[b, d]
+
+
+@ti.func
+def rnea_forces(topo: ti.template(), dyn: ti.template(), pose: ti.template(), S: ti.template(), b, cg: ti.template()):
+    """RNEA's backward half: the subtree force sums P_i = sum over the subtree of
+    I_k A_k + V_k x* I_k V_k (minus the contact wrenches when cg has pairs), from the poses and
+    the V, A in S (``rnea_env``'s forward half, or ``aba_env`` at the same q, qd: its outward
+    pass leaves the same A)."""
+    nbody = topo[0, 2]
+    for i in range(1, nbody):
         Ib = body_inertia(dyn, pose, b, i)
         V = _v6(S, b, i, _V)
-        P = Ib @ A + cross_force(V, Ib @ V)
+        P = Ib @ _v6(S, b, i, _A) + cross_force(V, Ib @ V)
         if ti.static(not isinstance(cg, int)):
             if cg[0, 0] > 0:
                 P -= _v6(S, b, i, _FC)
         _st6(S, b, i, _P, P)
     for kk in range(nbody - 1):
         i = nbody - 1 - kk
-        jt, va = topo[i, 1], topo[i, 3]
-        f = _v6(S, b, i, _P)
-        for k in range(ndof(jt)):
-            d = va + k
-            tau[b, d] = motion_col(topo, geo, pose, b, i, k).dot(f) + dof[d, 0] * qd[b, d] + dof[d, 1] * qdd[b, d]
         par = topo[i, 0]
         if par > 0:
-            _st6(S, b, par, _P, _v6(S, b, par, _P) + f)
+            _st6(S, b, par, _P, _v6(S, b, par, _P) + _v6(S, b, i, _P))
 
 
 @fast_kernel
