@@ -50,7 +50,6 @@ _GFB, _GAB, _GVB, _GRB, _GPB, _GW = 0, 6, 12, 18, 27, 30
 NG = 36
 # per-body parameter cotangents (B, nbody, NPB): the 13 ``dyn`` columns, then body_pos (3)
 NPB = 16
-A2, A3 = ti.types.ndarray(ndim=2), ti.types.ndarray(ndim=3)  # real-function argument types
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,15 +306,17 @@ def _inertia_vjp(dyn: ti.template(), pose: ti.template(), G: ti.template(), pbar
         pbar[b, i, 4 + 3 * r + k] += sign * Icbar[r, k]
 
 
-@ti.real_func
-def rnea_adjoint(q: A2, qd: A2, qdd: A2, lam: A2, topo: A2, geo: A2, dyn: A2, dof: A2, pose: A3, S: A3, G: A3, qb: A2,
-                 qdb: A2, pbar: A3, dofbar: A3, b: ti.i32, sign: float, cg: A2, cgb: A3):
+@ti.func
+def rnea_adjoint(q: ti.template(), qd: ti.template(), qdd: ti.template(), lam: ti.template(), topo: ti.template(),
+                 geo: ti.template(), dyn: ti.template(), dof: ti.template(), pose: ti.template(), S: ti.template(),
+                 G: ti.template(), qb: ti.template(), qdb: ti.template(), pbar: ti.template(), dofbar: ti.template(),
+                 b, sign, cg: ti.template(), cgb: ti.template()):
     """Adds sign * d(lam . RNEA(q, qd, qdd))/d(.) into qb (B, nq: coordinates), qdb (B, nv),
     pbar (B, nbody, NPB: dyn columns then body_pos; gravity in row 0, columns 1-3) and dofbar
     (B, nv, 2: damping, armature). Needs S (V, C, A and the summed forces in P) from
-    ``rnea_env`` at the same (q, qd, qdd). When the contact table cg has pairs, the contact
-    wrenches' part (-J^T F_ext) is reversed too; geom parameter cotangents go to cgb. A real
-    function (compiled once, shared by the kernels that differentiate the dynamics)."""
+    ``rnea_env`` at the same (q, qd, qdd). With a contact table cg (else the int 0) that has
+    pairs, the contact wrenches' part (-J^T F_ext) is reversed too; geom parameter cotangents
+    go to cgb."""
     nbody = topo[0, 2]
     for i in range(nbody):
         for c in range(NG):
@@ -340,8 +341,9 @@ def rnea_adjoint(q: A2, qd: A2, qdd: A2, lam: A2, topo: A2, geo: A2, dyn: A2, do
         _st6(G, b, i, _GAB, Ib @ Pb)
         _st6(G, b, i, _GVB, Vb)
         _inertia_vjp(dyn, pose, G, pbar, b, i, Pb.outer_product(A) + hb.outer_product(V), sign)
-    if cg[0, 0] > 0:  # before the velocity cotangents flow to the root
-        contact_vjp(cg, pose, S, G, cgb, b, sign, _GFB, _GVB, _GRB, _GPB)
+    if ti.static(not isinstance(cg, int)):  # before the velocity cotangents flow to the root
+        if cg[0, 0] > 0:
+            contact_vjp(cg, pose, S, G, cgb, b, sign, _GFB, _GVB, _GRB, _GPB)
     # A_i = A_par + V_i xm vj_i + S qdd, V_i = V_par + vj_i, vj_i = S qd (leaves to root)
     for kk in range(nbody - 1):
         i = nbody - 1 - kk

@@ -228,21 +228,20 @@ def _rnea_derivatives_kernel(q: A2, qd: A2, a: A2, topo: A2, geo: A2, dyn: A2, d
 
 
 @ti.real_func
-def _aba_env_rf(q: A2, qd: A2, tau: A2, topo: A2, geo: A2, dyn: A2, dof: A2, pose: A3, S: A3, qdd: A2, cg: A2,
-                b: ti.i32):
-    aba_env(q, qd, tau, topo, geo, dyn, dof, pose, S, qdd, b, cg)
+def _aba_env_rf(q: A2, qd: A2, tau: A2, topo: A2, geo: A2, dyn: A2, dof: A2, pose: A3, S: A3, qdd: A2, b: ti.i32):
+    aba_env(q, qd, tau, topo, geo, dyn, dof, pose, S, qdd, b, 0)
 
 
 @fast_kernel
 @ti.kernel
 def _aba_derivatives_kernel(q: A2, qd: A2, tau: A2, topo: A2, geo: A2, dyn: A2, dof: A2, pose: A3, S: A3, D: A3,
-                            E: A3, Tq: A3, Tv: A3, M: A3, X: A3, qdd: A2, cg: A2, status: ti.types.ndarray(ndim=1),
+                            E: A3, Tq: A3, Tv: A3, M: A3, X: A3, qdd: A2, status: ti.types.ndarray(ndim=1),
                             serial: ti.template()):
     """X[b] = [dqdd/dq | dqdd/dqd | M^-1] (nv x 3 nv) at (q, qd, tau)."""
     ti.loop_config(serialize=serial)
     for b in range(q.shape[0]):
         nv = topo[0, 3]
-        _aba_env_rf(q, qd, tau, topo, geo, dyn, dof, pose, S, qdd, cg, b)
+        _aba_env_rf(q, qd, tau, topo, geo, dyn, dof, pose, S, qdd, b)
         rnea_derivatives_env(q, qd, qdd, topo, geo, dyn, dof, pose, S, D, E, Tq, Tv, M, b, 1)
         for r, c in ti.ndrange(nv, nv):
             X[b, r, c] = -Tq[b, r, c]
@@ -302,7 +301,6 @@ def aba_derivatives(model: Model, q, qd, tau):
     Raises:
         ModelError: the mass matrix is singular at some point (massless bodies).
     """
-    from .contact_forces import no_contact
     from .dynamics import _batch3
 
     qb, vb, tb, single = _batch3(model, q, qd, tau, ("q", "qd", "tau"))
@@ -312,8 +310,8 @@ def aba_derivatives(model: Model, q, qd, tau):
     X = np.empty((B, nv, 3 * nv), dtype)  # returned; every entry is written
     qdd = scratch((B, nv), dtype, "derivatives.qdd")
     status = np.zeros(B, np.int32)
-    _aba_derivatives_kernel(qb, vb, tb, k["topo"], k["geo"], d["dyn"], _dof(d), pose, S, D, E, Tq, Tv, M, X, qdd,
-                            no_contact(dtype), status, B < SERIAL_BELOW)
+    _aba_derivatives_kernel(qb, vb, tb, k["topo"], k["geo"], d["dyn"], _dof(d), pose, S, D, E, Tq, Tv, M, X, qdd, status,
+                            B < SERIAL_BELOW)
     if status.any():
         raise ModelError(f"the mass matrix is not positive definite at point {int(np.argmax(status))} (massless "
                          "bodies on a moving chain?)", element=f"model '{model.name}'", field="body_mass")

@@ -38,6 +38,7 @@ from .rollout import (
     raise_status,
     rk4_stage_state,
     run_forward,
+    stage_accel_free_rf,
     stage_accel_rf,
 )
 from .tmath import quat_mul, quat_to_mat
@@ -91,6 +92,15 @@ def accel_vjp_rf(qw: A2, vw: A2, uw: A2, aw: A2, y: A2, lam: A2, qsb: A2, vsb: A
     ``rollout.stage_accel_rf``)."""
     accel_vjp(qw, vw, uw, aw, y, lam, qsb, vsb, ub, topo, geo, dyn, dof, act, lim, pose, S, G, pbar, dofbar, gearbar,
               b, kl, dl, cg, cgb)
+
+
+@ti.real_func
+def accel_vjp_free_rf(qw: A2, vw: A2, uw: A2, aw: A2, y: A2, lam: A2, qsb: A2, vsb: A2, ub: A2, topo: A2, geo: A2,
+                      dyn: A2, dof: A2, act: A2, lim: A2, pose: A3, S: A3, G: A3, pbar: A3, dofbar: A3, gearbar: A2,
+                      b: ti.i32, kl: float, dl: float):
+    """``accel_vjp_rf`` without contact (its code is not compiled in)."""
+    accel_vjp(qw, vw, uw, aw, y, lam, qsb, vsb, ub, topo, geo, dyn, dof, act, lim, pose, S, G, pbar, dofbar, gearbar,
+              b, kl, dl, 0, 0)
 
 
 @ti.func
@@ -156,7 +166,10 @@ def step_vjp(topo: ti.template(), geo: ti.template(), dyn: ti.template(), dof: t
                     qw[b, k] = q0w[b, k]
                 for d in range(nv):
                     vw[b, d] = v0w[b, d]
-            stage_accel_rf(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl, cg)
+            if ti.static(isinstance(cg, int)):
+                stage_accel_free_rf(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl)
+            else:
+                stage_accel_rf(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl, cg)
         if it < nst:
             for d in range(nv):
                 ks[b, s, d] = vw[b, d]
@@ -167,8 +180,12 @@ def step_vjp(topo: ti.template(), geo: ti.template(), dyn: ti.template(), dof: t
             for d in range(nv):
                 tw[b, d] = kb[b, 4 + s, d]
                 vsb[b, d] = kb[b, s, d]
-            accel_vjp_rf(qw, vw, uw, aw, tw, lam, qsb, vsb, ub, topo, geo, dyn, dof, act, lim, pose, S, G, pbar,
-                         dofbar, gearbar, b, kl, dl, cg, cgb)
+            if ti.static(isinstance(cg, int)):
+                accel_vjp_free_rf(qw, vw, uw, aw, tw, lam, qsb, vsb, ub, topo, geo, dyn, dof, act, lim, pose, S, G,
+                                  pbar, dofbar, gearbar, b, kl, dl)
+            else:
+                accel_vjp_rf(qw, vw, uw, aw, tw, lam, qsb, vsb, ub, topo, geo, dyn, dof, act, lim, pose, S, G, pbar,
+                             dofbar, gearbar, b, kl, dl, cg, cgb)
             for d in range(nv):
                 vbt[b, d] += vsb[b, d]
             if s == 0:
@@ -252,7 +269,8 @@ def _reverse_kernel(qs: ti.types.ndarray(ndim=3), vs: ti.types.ndarray(ndim=3), 
                     pbar: ti.types.ndarray(ndim=3), dofbar: ti.types.ndarray(ndim=3),
                     gearbar: ti.types.ndarray(ndim=2), status: ti.types.ndarray(ndim=2), t0: ti.i32, n: ti.i32,
                     dt: float, rk4: ti.i32, closed: ti.i32, add_first: ti.i32, kl: float, dl: float,
-                    cg: ti.types.ndarray(ndim=2), cgb: ti.types.ndarray(ndim=3), serial: ti.template()):
+                    cg: ti.types.ndarray(ndim=2), cgb: ti.types.ndarray(ndim=3), contact: ti.template(),
+                    serial: ti.template()):
     """Steps t0 + n - 1 ... t0 of a segment whose states are qs, vs[:, 0..n]. (qb, vb) carry the
     cotangent of the segment's last state in (without cq, cv[:, n], added here) and of its first
     state out (with cq, cv[:, 0] only when add_first)."""
@@ -275,7 +293,8 @@ def _reverse_kernel(qs: ti.types.ndarray(ndim=3), vs: ti.types.ndarray(ndim=3), 
                 for a in range(nu):
                     ub[b, a] = cu[b, t, a]
                 step_vjp(topo, geo, dyn, dof, act, lim, pose, S, G, qw, vw, uw, tw, aw, q0w, v0w, ks, lam, qsb, vsb,
-                         qbt, vbt, ub, kb, qb, vb, pbar, dofbar, gearbar, b, dt, rk4, kl, dl, cg, cgb)
+                         qbt, vbt, ub, kb, qb, vb, pbar, dofbar, gearbar, b, dt, rk4, kl, dl,
+                         ti.static(cg if contact else 0), ti.static(cgb if contact else 0))
                 # the controls
                 for a in range(nu):
                     ffb[b, tt, a] = ub[b, a]
@@ -466,7 +485,8 @@ def _reverse(inp, cotangents, params, memory_budget, checkpoint_every, clip_norm
                         _dof(dd), cd["act"], cd["lim"], work.pose, work.S, G, work.qw, work.vw, work.uw, work.tw,
                         work.aw, work.q0w, work.v0w, work.dx, work.ks, lam, qsb, vsb, qbt, vbt, ub, dxb, kb, qb, vb,
                         ffb, Kb, pbar, dofbar, gearbar, status, t0, n, inp.dt, inp.rk4, inp.mode,
-                        int(t0 == 0), inp.kl, inp.dl, inp.cg, cgb, B < SERIAL_BELOW)
+                        int(t0 == 0), inp.kl, inp.dl, inp.cg, cgb, inp.contact is not None,
+                        B < SERIAL_BELOW)
         raise_status(status, "gradient")
     f64 = dict(dtype=np.float64, copy=False)
     g = Gradients(qb.astype(**f64), vb.astype(**f64), ffb[:, :, : m.nu].astype(**f64),

@@ -18,8 +18,7 @@ import numpy as np
 import taichi as ti
 
 from .adjoint import NG, NPB, conj, integrate_env, q4
-from .contact_forces import no_contact
-from .derivatives import _aba_env_rf, _scratch, cholesky_solve_env, rnea_derivatives_env
+from .derivatives import _scratch, cholesky_solve_env, rnea_derivatives_env
 from .diff import step_vjp
 from .dynamics import _dof
 from .dynamics import device as dyn_device
@@ -36,9 +35,9 @@ from .rollout import (
     _positive,
     _Work,
     device,
-    generalized_forces,
     raise_status,
     rollout,
+    stage_accel_free_rf,
 )
 from .tmath import quat_exp, quat_mul, quat_to_mat, skew
 from .validate import MAX_BATCH, as_array
@@ -60,8 +59,7 @@ def _linearize_kernel(q: ti.types.ndarray(ndim=2), v: ti.types.ndarray(ndim=2), 
                       vb: ti.types.ndarray(ndim=2), qn: ti.types.ndarray(ndim=2), pbar: ti.types.ndarray(ndim=3),
                       dofbar: ti.types.ndarray(ndim=3), gearbar: ti.types.ndarray(ndim=2),
                       A: ti.types.ndarray(ndim=3), Bm: ti.types.ndarray(ndim=3), status: ti.types.ndarray(ndim=2),
-                      dt: float, rk4: ti.i32, kl: float, dl: float, cg: ti.types.ndarray(ndim=2),
-                      cgb: ti.types.ndarray(ndim=3), serial: ti.template()):
+                      dt: float, rk4: ti.i32, kl: float, dl: float, serial: ti.template()):
     ti.loop_config(serialize=serial)
     for b in range(q.shape[0]):
         nq, nv, nu, nbody = q.shape[1], v.shape[1], u.shape[1], topo[0, 2]
@@ -99,7 +97,7 @@ def _linearize_kernel(q: ti.types.ndarray(ndim=2), v: ti.types.ndarray(ndim=2), 
             for a in range(nu):
                 ub[b, a] = 0.0
             step_vjp(topo, geo, dyn, dof, act, lim, pose, S, G, qw, vw, u, tw, aw, q0w, v0w, ks, lam, qsb, vsb, qbt,
-                     vbt, ub, kb, qb, vb, pbar, dofbar, gearbar, b, dt, rk4, kl, dl, cg, cgb)
+                     vbt, ub, kb, qb, vb, pbar, dofbar, gearbar, b, dt, rk4, kl, dl, 0, 0)
             if r < 0:
                 row = 8
                 if rk4 == 0:
@@ -225,13 +223,12 @@ def _euler_assemble(topo: A2, vw: A2, aw: A2, X: A3, A: A3, Bm: A3, b: ti.i32, d
 @ti.kernel
 def _linearize_euler_kernel(q: A2, v: A2, u: A2, topo: A2, geo: A2, dyn: A2, dof: A2, act: A2, lim: A2, pose: A3,
                             S: A3, D: A3, E: A3, Tq: A3, Tv: A3, M: A3, X: A3, tw: A2, aw: A2, A: A3, Bm: A3,
-                            status: A2, cg: A2, dt: float, kl: float, dl: float, serial: ti.template()):
+                            status: A2, dt: float, kl: float, dl: float, serial: ti.template()):
     """A, B of one semi-implicit Euler step at every point b (one thread each)."""
     ti.loop_config(serialize=serial)
     for b in range(q.shape[0]):
         nv, nu = topo[0, 3], u.shape[1]
-        generalized_forces(q, v, u, act, lim, tw, b, nv, kl, dl)
-        _aba_env_rf(q, v, tw, topo, geo, dyn, dof, pose, S, aw, cg, b)
+        stage_accel_free_rf(q, v, u, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl)
         rnea_derivatives_env(q, v, aw, topo, geo, dyn, dof, pose, S, D, E, Tq, Tv, M, b, 1)
         for r in range(nv):
             for c in range(nv):
@@ -260,7 +257,7 @@ def linearize_euler(model: Model, qp, vp, up, dt: float, kl: float, dl: float):
     Bm = np.empty((N, 2 * nv, nu), dtype)
     status = np.zeros((N, 2), np.int32)
     _linearize_euler_kernel(qp, vp, up, k["topo"], k["geo"], d["dyn"], _dof(d), c["act"], c["lim"], pose, S, D, E, Tq,
-                            Tv, M, X, tw, aw, A, Bm, status, no_contact(dtype), dt, kl, dl, N < SERIAL_BELOW)
+                            Tv, M, X, tw, aw, A, Bm, status, dt, kl, dl, N < SERIAL_BELOW)
     return A, Bm, status
 
 
@@ -335,8 +332,7 @@ def _reverse_passes(model: Model, qp, vp, up, dt: float, rk4: int, kl: float, dl
     status = np.zeros((N, 2), np.int32)
     _linearize_kernel(qp, vp, up, kd["topo"], kd["geo"], dd["dyn"], _dof(dd), cd["act"], cd["lim"], w.pose, w.S, G,
                       w.qw, w.vw, w.tw, w.aw, w.q0w, w.v0w, w.ks, lam, qsb, vsb, qbt, vbt, ub, kb, qb, vb, qn, pbar,
-                      dofbar, gearbar, A, Bm, status, dt, rk4, kl, dl, no_contact(dtype), np.zeros((1, 1, 1), dtype),
-                      N < SERIAL_BELOW)
+                      dofbar, gearbar, A, Bm, status, dt, rk4, kl, dl, N < SERIAL_BELOW)
     return A, Bm, status
 
 

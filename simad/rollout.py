@@ -141,12 +141,19 @@ A2, A3 = ti.types.ndarray(ndim=2), ti.types.ndarray(ndim=3)
 @ti.real_func
 def stage_accel_rf(qw: A2, vw: A2, uw: A2, tw: A2, aw: A2, topo: A2, geo: A2, dyn: A2, dof: A2, act: A2, lim: A2,
                    pose: A3, S: A3, b: ti.i32, kl: float, dl: float, cg: A2):
-    """``stage_accel`` with contact (cg a contact table; one without pairs costs a few loads),
-    compiled once as a separate function and shared by every kernel that calls it (the
-    reverse, linearization and contact rollout kernels): inlined into each, it made their
-    compiles minutes long. The contact-free forward rollout inlines ``stage_accel`` instead
-    (measured: a real-function call per step costs the small rollouts ~25 %)."""
+    """``stage_accel`` with contact (cg a contact table), compiled once as a separate function
+    and shared by every kernel that calls it (the reverse, linearization and contact rollout
+    kernels): inlined into each, it made their compiles minutes long. The contact-free forward
+    rollout inlines ``stage_accel`` instead (measured: a real-function call per step costs the
+    small rollouts ~25 %)."""
     stage_accel(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl, cg)
+
+
+@ti.real_func
+def stage_accel_free_rf(qw: A2, vw: A2, uw: A2, tw: A2, aw: A2, topo: A2, geo: A2, dyn: A2, dof: A2, act: A2, lim: A2,
+                        pose: A3, S: A3, b: ti.i32, kl: float, dl: float):
+    """``stage_accel_rf`` without contact (its code is not compiled in)."""
+    stage_accel(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl, 0)
 
 
 @ti.func
