@@ -3,4 +3,4 @@
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k kinematics`.
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 install_extras "[test]"
-exec "$VPY" -m pytest -q --durations=15 "$@"
+exec "$VPY" -m pytest -q --durations=25 -n "${SIMAD_TEST_WORKERS:-2}" --dist loadfile "$@"

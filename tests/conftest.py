@@ -2,9 +2,13 @@
 
 Before anything else the session compiles, in two subprocesses side by side that then exit
 (Taichi writes its offline cache at exit), every serial (small-batch) service kernel and the
-kernels several later processes share (see _SHARED): this process, the server workers and the
-demo then load kernels instead of each compiling them cold (on a fresh machine that is the
+kernels several later processes share (see _SHARED): the test processes, the server workers and
+the demo then load kernels instead of each compiling them cold (on a fresh machine that is the
 difference between one compile and five). Set SIMAD_TEST_PREWARM=0 to skip it.
+
+Under pytest-xdist (scripts/test.sh runs ``-n 2 --dist loadfile``: most tests are
+single-threaded Python and Taichi compiles, so one process leaves a core idle) the prewarm runs
+once, in the controlling process before its workers start; each worker then runs whole files.
 """
 
 import os
@@ -80,10 +84,20 @@ def _prewarm() -> None:
             p.kill()
 
 
+def _xdist_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config):
+    if not _xdist_worker(config) and not config.option.collectonly:
+        _prewarm()
+
+
 @pytest.fixture(scope="session", autouse=True)
-def runtime(tmp_path_factory):
-    _prewarm()
-    if os.environ.get("SIMAD_TEST_PREWARM", "1") != "0":  # a whole-suite run: use the idle core (precision_runs)
+def runtime(request, tmp_path_factory):
+    if os.environ.get("SIMAD_TEST_PREWARM", "1") != "0" and not _xdist_worker(request.config):
+        # a whole serial-suite run: use the core the serial tests leave idle (precision_runs);
+        # under xdist both cores are busy, and the test starts the runs itself when it comes
         import precision_runs
 
         precision_runs.start_background(tmp_path_factory.mktemp("precision"))

@@ -89,3 +89,57 @@ def test_a_new_model_does_not_compile_again():
     simad.frame_jacobian(m2, q2, [1, 2, 3])
     simad.forward_kinematics_vjp(m2, q2)
     assert [len(k._primal.compiled_kernels) for k in kernels] == before
+
+
+_BROKEN_KERNELS = """
+import taichi as ti
+
+
+@ti.func
+def helper(x):
+    y = x + 1.0
+    if y > 0.0:
+        for i in range(2):
+            y += i
+    return y * undefined_name_here
+
+
+@ti.kernel
+def first() -> ti.f64:
+    return helper(1.0)
+
+
+@ti.kernel
+def second() -> ti.f64:
+    return helper(2.0)
+"""
+
+
+def test_compile_errors_point_at_the_source_after_the_frontend_patches(tmp_path):
+    # simad.runtime memoises Taichi's source excerpts and source lookups (frontend speed): the
+    # error a kernel author sees must still name the file, the line and the offending token,
+    # once per kernel that reaches it, with the memo shared between kernels
+    import importlib.util
+
+    import taichi as ti
+
+    path = tmp_path / "broken_kernels.py"
+    path.write_text(_BROKEN_KERNELS)
+    spec = importlib.util.spec_from_file_location("broken_kernels", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    simad.init()
+    from taichi.lang.ast.ast_transformer_utils import ASTTransformerContext
+
+    assert getattr(ASTTransformerContext.get_pos_info, "_simad_patched", False) == (ti.__version__[:2] == (1, 7))
+    messages = []
+    for kernel, line in ((mod.first, 16), (mod.second, 21)):
+        with pytest.raises(Exception) as e:
+            kernel()
+        msg = str(e.value)
+        assert f'File "{path}", line {line}, in {kernel.__name__}' in msg
+        assert f'File "{path}", line 11, in helper:\n    return y * undefined_name_here\n' \
+               "               ^^^^^^^^^^^^^^^^^^^\n" in msg, msg
+        assert 'Name "undefined_name_here" is not defined' in msg
+        messages.append(msg.split("in helper:")[1])
+    assert messages[0] == messages[1]
