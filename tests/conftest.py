@@ -2,7 +2,7 @@
 
 Before anything else the session compiles, in two subprocesses side by side that then exit
 (Taichi writes its offline cache at exit), every serial (small-batch) service kernel and the
-kernels several later processes share (see _SHARED): the test processes, the server workers and
+kernels several later processes share (see _SHARED_CONTACT, _SHARED_REST): the test processes, the server workers and
 the demo then load kernels instead of each compiling them cold (on a fresh machine that is the
 difference between one compile and five). Set SIMAD_TEST_PREWARM=0 to skip it.
 
@@ -14,6 +14,7 @@ once, in the controlling process before its workers start; each worker then runs
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # parallel linearize variant (in-process iLQR tests, the demo's and examples' servers), the
 # contact kernels of the service tests' scene (plane, sphere, box), both modes, and the parallel
 # rollout and reverse kernels (the policy example's server, B = 64).
-_SHARED = r"""
+_PREWARM_HEAD = r"""
 import numpy as np, simad
 simad.init(arch="cpu", precision="f64")
+"""
+_SHARED_CONTACT = r"""
 b = simad.ModelBuilder("prewarm")
 b.add_body("ball", 0, mass=1.0, inertia=(4e-3, 4e-3, 4e-3))
 b.add_body("box", 0, mass=2.0, inertia=(1.3e-2, 1.3e-2, 1.3e-2))
@@ -48,6 +51,8 @@ for mode in ("impulse", "smooth"):
     c = simad.Contact(mode=mode)
     simad.contact_vjp(s, q0, None, 1e-3, np.ones((1, 3, 14)), steps=2, contact=c)
     simad.contact_rollout(s, np.tile(q0, (2, 1)), None, 1e-3, steps=2, contact=c)
+"""
+_SHARED_REST = r"""
 # articulated smooth contact: the contact variant of the rollout kernel (the reverse kernel is
 # the same for every call; its shared pieces compile with it)
 arm = simad.ModelBuilder("prewarm_arm")
@@ -71,17 +76,26 @@ def _prewarm() -> None:
     if os.environ.get("SIMAD_TEST_PREWARM", "1") == "0":
         return
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("", "server", "clients/python")))
-    serial = ("import numpy as np, simad; simad.init(arch='cpu', precision='f64'); from simad_server.jobs import warmup; "
-              "warmup('serial'); from simad import models; z = np.zeros((16, 2)); "
-              "simad.linearize(models.planar_chain(2), z, z, z, 0.01)")
-    # two compiling processes, one per core; Taichi's offline cache merges their writes under a lock
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for code in (serial, _SHARED)]
-    for p in procs:  # best effort: a failure here only means later compiles
+    serial = ("from simad_server.jobs import warmup\nwarmup('serial')\nfrom simad import models\n"
+              "z = np.zeros((16, 2))\nsimad.linearize(models.planar_chain(2), z, z, z, 0.01)\n")
+    # two compiling processes, one per core, balanced by measured cold time (f64, one core each):
+    # contact 140 s | serial 65 s + rest 71 s. Taichi's offline cache merges their writes under a lock
+    logs = [tempfile.TemporaryFile("w+") for _ in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", _PREWARM_HEAD + code], env=env, stdout=subprocess.DEVNULL,
+                              stderr=log, text=True)
+             for code, log in zip((_SHARED_CONTACT, serial + _SHARED_REST), logs)]
+    for p, log in zip(procs, logs):  # best effort: a failure only means later compiles, but it is said
         try:
             p.wait(timeout=1800)
         except subprocess.TimeoutExpired:
             p.kill()
+            p.wait()
+        log.seek(0)
+        err = log.read()
+        log.close()
+        if p.returncode != 0:
+            tail = "\n".join(line for line in err.splitlines() if not line.startswith("[Taichi]"))[-2000:]
+            sys.stderr.write(f"\nconftest: a prewarm process failed (rc {p.returncode}); later tests compile cold:\n{tail}\n")
 
 
 def _xdist_worker(config) -> bool:

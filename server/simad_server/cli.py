@@ -139,8 +139,17 @@ class BatchedLog(logging.Handler):
         super().close()
 
 
+# gRPC core's legacy (iomgr) listener and client endpoints instead of the EventEngine ones: fewer
+# thread hops per call (measured on 2 shared cores, two servers side by side, calls alternated:
+# health check -6 to -7 %, FK -3 to -4 %, i.e. ~0.07-0.1 ms). Read when gRPC initialises, so
+# only a process that has not made a channel or server yet is affected; an explicit
+# GRPC_EXPERIMENTS (even empty) wins.
+GRPC_EXPERIMENTS = "-event_engine_listener,-event_engine_client"
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    os.environ.setdefault("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
     # cheaper records (no caller lookup, thread or process names: the lines are JSON messages)
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
