@@ -27,8 +27,13 @@ and X_j the two lines above at x = b_j. Pairs on different branches are zero. Fo
 dynamics then follows from RNEA(q, qd, ABA(q, qd, tau)) = tau: dqdd/dx = M^-1 (dtau_applied/dx
 - dRNEA/dx), dqdd/dtau = M^-1.
 
-Each point (env) runs in one thread; the pair loops, the per-dof vectors and the Cholesky are
-real functions (compiled once, shared by every kernel here and by ``linearize``).
+Each point (env) runs in one thread. ``rnea_derivatives_env`` (composites, per-dof vectors,
+pair loops) is one real function, compiled once and shared by every kernel here and by
+``linearize``; its pieces and the Cholesky are inlined. No callable here calls more than two
+distinct real functions: Taichi 1.7 serialises a callable's real-function dependencies for its
+offline-cache key in the order of an ``unordered_map`` keyed by pointer, so with three or more
+the key changed from process to process and the kernel compiled again in every process
+(measured: the Euler linearize kernel 10 s instead of 2.5 s in a warm-cache process).
 """
 
 import numpy as np
@@ -83,8 +88,9 @@ def _inertia_rate(V, Ib):
     return out
 
 
-@ti.real_func
-def _composites(a: A2, topo: A2, geo: A2, dyn: A2, pose: A3, S: A3, D: A3, b: ti.i32):
+@ti.func
+def _composites(a: ti.template(), topo: ti.template(), geo: ti.template(), dyn: ti.template(),
+                pose: ti.template(), S: ti.template(), D: ti.template(), b):
     """Accelerations A_k (into S, gravity included) from V, C in S and the joint accelerations
     a; then the subtree sums Ic, Bd, F, H into D (leaves to root)."""
     nbody = topo[0, 2]
@@ -111,8 +117,9 @@ def _composites(a: A2, topo: A2, geo: A2, dyn: A2, pose: A3, S: A3, D: A3, b: ti
                 D[b, par, c] += D[b, i, c]
 
 
-@ti.real_func
-def _dof_vectors(topo: A2, geo: A2, pose: A3, S: A3, D: A3, E: A3, b: ti.i32):
+@ti.func
+def _dof_vectors(topo: ti.template(), geo: ti.template(), pose: ti.template(), S: ti.template(), D: ti.template(),
+                 E: ti.template(), b):
     """Per dof j: S_j, w_j, g_j, b_j, P_j, R_j, Y_j, X_j (see the module docstring) into E."""
     nbody = topo[0, 2]
     for i in range(1, nbody):
@@ -136,8 +143,9 @@ def _dof_vectors(topo: A2, geo: A2, pose: A3, S: A3, D: A3, E: A3, b: ti.i32):
             _st6(E, b, j, _EX, Ic @ bt + Bd @ s + cross_force(s, H))
 
 
-@ti.real_func
-def _pairs(topo: A2, dof: A2, E: A3, Tq: A3, Tv: A3, M: A3, b: ti.i32):
+@ti.func
+def _pairs(topo: ti.template(), dof: ti.template(), E: ti.template(), Tq: ti.template(), Tv: ti.template(),
+           M: ti.template(), b):
     """dtau/dq (Tq), dtau/dqd (Tv, damping included) and M (armature included), nv x nv."""
     nbody, nv = topo[0, 2], topo[0, 3]
     for r, c in ti.ndrange(nv, nv):
@@ -183,8 +191,8 @@ def rnea_derivatives_env(q: A2, qd: A2, a: A2, topo: A2, geo: A2, dyn: A2, dof: 
     _pairs(topo, dof, E, Tq, Tv, M, b)
 
 
-@ti.real_func
-def cholesky_solve_env(M: A3, X: A3, b: ti.i32, n: ti.i32, ncol: ti.i32) -> ti.i32:
+@ti.func
+def cholesky_solve_env(M: ti.template(), X: ti.template(), b, n, ncol):
     """X[b, :n, :ncol] <- M^-1 X for the symmetric positive definite M[b, :n, :n] (factored in
     place: its lower triangle becomes L, M = L L^T). Returns 0, or 1 if M is not positive
     definite (a massless chain)."""

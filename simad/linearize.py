@@ -142,8 +142,9 @@ def _right_jacobian(phi):
     return ti.Matrix.identity(float, 3) - c1 * K + c2 * (K @ K)
 
 
-@ti.real_func
-def _force_jacobians(qw: A2, uw: A2, act: A2, lim: A2, X: A3, b: ti.i32, nv: ti.i32, kl: float, dl: float):
+@ti.func
+def _force_jacobians(qw: ti.template(), uw: ti.template(), act: ti.template(), lim: ti.template(),
+                     X: ti.template(), b, nv, kl, dl):
     """Adds d tau_applied / d(q, qd, u) to X = [. | . | .] (nv x (2 nv + nu)): the motors'
     gear times the clip's derivative (1 inside the range and on its bounds, 0 outside, as the
     reverse pass) and the soft limits' -kl, -dl outside the range (``rollout.generalized_forces``)."""
@@ -161,8 +162,9 @@ def _force_jacobians(qw: A2, uw: A2, act: A2, lim: A2, X: A3, b: ti.i32, nv: ti.
                 X[b, d, nv + d] += -dl
 
 
-@ti.real_func
-def _euler_assemble(topo: A2, vw: A2, aw: A2, X: A3, A: A3, Bm: A3, b: ti.i32, dt: float, nu: ti.i32) -> ti.i32:
+@ti.func
+def _euler_assemble(topo: ti.template(), vw: ti.template(), aw: ti.template(), X: ti.template(), A: ti.template(),
+                    Bm: ti.template(), b, dt, nu):
     """A, B of v' = v + dt a, q' = q (+) dt v' from X = [da/dq | da/dqd | da/du]; returns 1 on a
     non-finite entry. Free joints: with d = dt v' = (dp, dw) and Rd = exp(dw), the tangent of
     q' = (p + R dp, R exp(dw)) moves by Rd^T (eta_p - dp x eta_w + d(dp)) and

@@ -83,8 +83,8 @@ def _prewarm() -> None:
     logs = [tempfile.TemporaryFile("w+") for _ in range(2)]
     procs = [subprocess.Popen([sys.executable, "-c", _PREWARM_HEAD + code], env=env, stdout=subprocess.DEVNULL,
                               stderr=log, text=True)
-             for code, log in zip((_SHARED_CONTACT, serial + _SHARED_REST), logs)]
-    for p, log in zip(procs, logs):  # best effort: a failure only means later compiles, but it is said
+             for code, log in zip((_SHARED_CONTACT, serial + _SHARED_REST), logs, strict=True)]
+    for p, log in zip(procs, logs, strict=True):  # best effort: a failure only means later compiles, but it is said
         try:
             p.wait(timeout=1800)
         except subprocess.TimeoutExpired:

@@ -143,3 +143,36 @@ def test_compile_errors_point_at_the_source_after_the_frontend_patches(tmp_path)
         assert 'Name "undefined_name_here" is not defined' in msg
         messages.append(msg.split("in helper:")[1])
     assert messages[0] == messages[1]
+
+
+_CACHED_KERNELS = """
+import numpy as np, simad
+from simad import models
+simad.init(arch="cpu", precision="f64")
+m = models.planar_chain(2)
+z = np.zeros((1, 2))
+u = np.zeros((1, 3, 2))
+simad.value_and_grad(m, z, z, u, 0.01, simad.QuadraticCost(terminal_q_weight=1.0))
+simad.linearize(m, z, z, u[:, 0], 0.01)
+simad.rnea_derivatives(m, z, z, z)
+simad.aba_derivatives(m, z, z, z)
+"""
+
+
+def test_a_second_process_loads_every_kernel_from_the_offline_cache(tmp_path):
+    # the kernels that call real functions (reverse pass, analytic derivatives): Taichi keys its
+    # offline cache on their IR, dependencies included; a key that differs between processes
+    # (it did with three real-function callees, see derivatives.py) means a compile in every
+    # process. Compile mode "fast": the key's determinism does not depend on it
+    env = dict(os.environ, PYTHONPATH=ROOT, SIMAD_CACHE_DIR=str(tmp_path / "cache"), SIMAD_COMPILE="fast")
+    env.pop("SIMAD_PRECISION", None)
+
+    def kernels():
+        out = subprocess.run([sys.executable, "-c", _CACHED_KERNELS], capture_output=True, text=True, env=env,
+                             timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return sorted(p.name for p in (tmp_path / "cache").rglob("*.tic"))
+
+    first = kernels()
+    assert len(first) >= 4, first  # value_and_grad's forward and reverse, linearize, the derivatives
+    assert kernels() == first

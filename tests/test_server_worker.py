@@ -15,11 +15,11 @@ import time
 import numpy as np
 import pytest
 from serving import ServerThread
+from simad_client import Client, WireError
+from simad_server import worker as worker_mod
 
 import simad
 from simad import models
-from simad_client import Client, WireError
-from simad_server import worker as worker_mod
 
 FIRST_CALL_S = 300.0  # a fresh worker may compile kernels on its first calls
 LONG = dict(B=2, T=100_000)  # a rollout of ~1 s with a ~34 MB reply (under the 64 MiB message limit)
@@ -176,7 +176,8 @@ def test_the_pipe_pickler_round_trips_every_kind_of_array():
     msg = ("ok", 3, {"arrays": arrays, "nested": (base, [base[1]])})
     back = pickle.loads(worker_mod._dumps(msg))
     assert back[:2] == ("ok", 3)
-    for a, b in zip(arrays + [base, base[1]], back[2]["arrays"] + [back[2]["nested"][0], back[2]["nested"][1][0]]):
+    for a, b in zip(arrays + [base, base[1]], back[2]["arrays"] + [back[2]["nested"][0], back[2]["nested"][1][0]],
+                    strict=True):
         assert type(a) is type(b) and a.dtype == b.dtype and np.shape(a) == np.shape(b)
         np.testing.assert_array_equal(a, b)
         if isinstance(b, np.ndarray):
