@@ -9,6 +9,7 @@ tests); every engine call initialises lazily with the defaults (``SIMAD_ARCH``,
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import threading
@@ -88,23 +89,14 @@ def _patch_source_lookup() -> None:
     lookup is kept per function object."""
     from taichi.lang import kernel_impl
 
-    lines, file = kernel_impl.getsourcelines, kernel_impl.getsourcefile
-    if getattr(lines, "_simad_patched", False):
+    if getattr(kernel_impl.getsourcelines, "_simad_patched", False):
         return
-    memo_lines: dict = {}
-    memo_file: dict = {}
+    lines = functools.cache(kernel_impl.getsourcelines)
+    getsourcefile = functools.cache(kernel_impl.getsourcefile)
 
     def getsourcelines(obj):
-        hit = memo_lines.get(obj)
-        if hit is None:
-            hit = memo_lines[obj] = lines(obj)
-        return list(hit[0]), hit[1]
-
-    def getsourcefile(obj):
-        hit = memo_file.get(obj)
-        if hit is None:
-            hit = memo_file[obj] = file(obj)
-        return hit
+        src, start = lines(obj)
+        return list(src), start  # the caller's own list
 
     getsourcelines._simad_patched = True
     kernel_impl.getsourcelines, kernel_impl.getsourcefile = getsourcelines, getsourcefile
