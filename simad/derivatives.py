@@ -29,11 +29,14 @@ dynamics then follows from RNEA(q, qd, ABA(q, qd, tau)) = tau: dqdd/dx = M^-1 (d
 
 Each point (env) runs in one thread. ``rnea_derivatives_env`` (composites, per-dof vectors,
 pair loops) is one real function, compiled once and shared by every kernel here and by
-``linearize``; its pieces and the Cholesky are inlined. No callable here calls more than two
-distinct real functions: Taichi 1.7 serialises a callable's real-function dependencies for its
-offline-cache key in the order of an ``unordered_map`` keyed by pointer, so with three or more
-the key changed from process to process and the kernel compiled again in every process
-(measured: the Euler linearize kernel 10 s instead of 2.5 s in a warm-cache process).
+``linearize``; its pieces and the Cholesky are inlined. No callable here (nor in ``diff`` or
+``linearize``, without contact) calls more than one distinct real function, directly: in Taichi
+1.7 the offline-cache key of a kernel or real function that calls two or more distinct real
+functions is not the same from process to process (measured on a kernel calling two trivial
+real functions: two keys in 8 fresh processes; three: four keys; one function called twice, or
+a chain k -> f -> g: one key), so such a kernel compiled again in most processes (the Euler
+linearize kernel 10 s instead of 2.5 s in a warm-cache process). The contact variants of the
+reverse and linearization kernels still call two (``stage_accel_rf``, ``accel_vjp_rf``).
 """
 
 import numpy as np
@@ -236,8 +239,12 @@ def _rnea_derivatives_kernel(q: A2, qd: A2, a: A2, topo: A2, geo: A2, dyn: A2, d
 
 
 @ti.real_func
-def _aba_env_rf(q: A2, qd: A2, tau: A2, topo: A2, geo: A2, dyn: A2, dof: A2, pose: A3, S: A3, qdd: A2, b: ti.i32):
+def _aba_derivatives_env(q: A2, qd: A2, tau: A2, topo: A2, geo: A2, dyn: A2, dof: A2, pose: A3, S: A3, D: A3,
+                         E: A3, Tq: A3, Tv: A3, M: A3, qdd: A2, b: ti.i32):
+    """qdd <- ABA(q, qd, tau) for env b, then the RNEA derivatives and M at (q, qd, qdd) on the
+    kinematics the ABA left (one real function calling one: see the module docstring)."""
     aba_env(q, qd, tau, topo, geo, dyn, dof, pose, S, qdd, b, 0)
+    rnea_derivatives_env(q, qd, qdd, topo, geo, dyn, dof, pose, S, D, E, Tq, Tv, M, b, 1)
 
 
 @fast_kernel
@@ -249,8 +256,7 @@ def _aba_derivatives_kernel(q: A2, qd: A2, tau: A2, topo: A2, geo: A2, dyn: A2, 
     ti.loop_config(serialize=serial)
     for b in range(q.shape[0]):
         nv = topo[0, 3]
-        _aba_env_rf(q, qd, tau, topo, geo, dyn, dof, pose, S, qdd, b)
-        rnea_derivatives_env(q, qd, qdd, topo, geo, dyn, dof, pose, S, D, E, Tq, Tv, M, b, 1)
+        _aba_derivatives_env(q, qd, tau, topo, geo, dyn, dof, pose, S, D, E, Tq, Tv, M, qdd, b)
         for r, c in ti.ndrange(nv, nv):
             X[b, r, c] = -Tq[b, r, c]
             X[b, r, nv + c] = -Tv[b, r, c]

@@ -38,7 +38,7 @@ from .rollout import (
     raise_status,
     rk4_stage_state,
     run_forward,
-    stage_accel_free_rf,
+    stage_accel,
     stage_accel_rf,
 )
 from .tmath import quat_mul, quat_to_mat
@@ -95,12 +95,20 @@ def accel_vjp_rf(qw: A2, vw: A2, uw: A2, aw: A2, y: A2, lam: A2, qsb: A2, vsb: A
 
 
 @ti.real_func
-def accel_vjp_free_rf(qw: A2, vw: A2, uw: A2, aw: A2, y: A2, lam: A2, qsb: A2, vsb: A2, ub: A2, topo: A2, geo: A2,
-                      dyn: A2, dof: A2, act: A2, lim: A2, pose: A3, S: A3, G: A3, pbar: A3, dofbar: A3, gearbar: A2,
-                      b: ti.i32, kl: float, dl: float):
-    """``accel_vjp_rf`` without contact (its code is not compiled in)."""
-    accel_vjp(qw, vw, uw, aw, y, lam, qsb, vsb, ub, topo, geo, dyn, dof, act, lim, pose, S, G, pbar, dofbar, gearbar,
-              b, kl, dl, 0, 0)
+def accel_free_rf(mode: ti.i32, qw: A2, vw: A2, uw: A2, tw: A2, aw: A2, lam: A2, qsb: A2, vsb: A2, ub: A2,
+                  topo: A2, geo: A2, dyn: A2, dof: A2, act: A2, lim: A2, pose: A3, S: A3, G: A3, pbar: A3,
+                  dofbar: A3, gearbar: A2, b: ti.i32, kl: float, dl: float):
+    """Without contact, one real function for both directions of a stage: mode 0 is
+    ``rollout.stage_accel`` (tw the torque work row, aw <- a), mode 1 is ``accel_vjp`` with
+    tw as the cotangent y of a. One function, not two: Taichi 1.7 keys the offline cache of a
+    callable that calls two or more distinct real functions differently in every process, so
+    the reverse and RK4 linearization kernels compiled again in every process (see
+    ``derivatives``); calling the same one twice keeps the key stable (measured)."""
+    if mode == 0:
+        stage_accel(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl, 0)
+    else:
+        accel_vjp(qw, vw, uw, aw, tw, lam, qsb, vsb, ub, topo, geo, dyn, dof, act, lim, pose, S, G, pbar, dofbar,
+                  gearbar, b, kl, dl, 0, 0)
 
 
 @ti.func
@@ -167,7 +175,8 @@ def step_vjp(topo: ti.template(), geo: ti.template(), dyn: ti.template(), dof: t
                 for d in range(nv):
                     vw[b, d] = v0w[b, d]
             if ti.static(isinstance(cg, int)):
-                stage_accel_free_rf(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl)
+                accel_free_rf(0, qw, vw, uw, tw, aw, lam, qsb, vsb, ub, topo, geo, dyn, dof, act, lim, pose, S, G,
+                              pbar, dofbar, gearbar, b, kl, dl)
             else:
                 stage_accel_rf(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl, cg)
         if it < nst:
@@ -181,8 +190,8 @@ def step_vjp(topo: ti.template(), geo: ti.template(), dyn: ti.template(), dof: t
                 tw[b, d] = kb[b, 4 + s, d]
                 vsb[b, d] = kb[b, s, d]
             if ti.static(isinstance(cg, int)):
-                accel_vjp_free_rf(qw, vw, uw, aw, tw, lam, qsb, vsb, ub, topo, geo, dyn, dof, act, lim, pose, S, G,
-                                  pbar, dofbar, gearbar, b, kl, dl)
+                accel_free_rf(1, qw, vw, uw, tw, aw, lam, qsb, vsb, ub, topo, geo, dyn, dof, act, lim, pose, S, G,
+                              pbar, dofbar, gearbar, b, kl, dl)
             else:
                 accel_vjp_rf(qw, vw, uw, aw, tw, lam, qsb, vsb, ub, topo, geo, dyn, dof, act, lim, pose, S, G, pbar,
                              dofbar, gearbar, b, kl, dl, cg, cgb)

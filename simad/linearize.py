@@ -37,7 +37,7 @@ from .rollout import (
     device,
     raise_status,
     rollout,
-    stage_accel_free_rf,
+    stage_accel,
 )
 from .tmath import quat_exp, quat_mul, quat_to_mat, skew
 from .validate import MAX_BATCH, as_array
@@ -221,6 +221,17 @@ def _euler_assemble(topo: ti.template(), vw: ti.template(), aw: ti.template(), X
     return bad
 
 
+@ti.real_func
+def _euler_point_rf(q: A2, v: A2, u: A2, tw: A2, aw: A2, topo: A2, geo: A2, dyn: A2, dof: A2, act: A2, lim: A2,
+                    pose: A3, S: A3, D: A3, E: A3, Tq: A3, Tv: A3, M: A3, b: ti.i32, kl: float, dl: float):
+    """aw <- qdd at point b (no contact), then dRNEA/dq, dRNEA/dqd and M there. The acceleration
+    is inlined here and the derivatives chained, so that the Euler kernel calls one real
+    function: Taichi 1.7 keys the offline cache of a callable calling two or more distinct real
+    functions differently in every process (see ``derivatives``)."""
+    stage_accel(q, v, u, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl, 0)
+    rnea_derivatives_env(q, v, aw, topo, geo, dyn, dof, pose, S, D, E, Tq, Tv, M, b, 1)
+
+
 @fast_kernel
 @ti.kernel
 def _linearize_euler_kernel(q: A2, v: A2, u: A2, topo: A2, geo: A2, dyn: A2, dof: A2, act: A2, lim: A2, pose: A3,
@@ -230,8 +241,7 @@ def _linearize_euler_kernel(q: A2, v: A2, u: A2, topo: A2, geo: A2, dyn: A2, dof
     ti.loop_config(serialize=serial)
     for b in range(q.shape[0]):
         nv, nu = topo[0, 3], u.shape[1]
-        stage_accel_free_rf(q, v, u, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl)
-        rnea_derivatives_env(q, v, aw, topo, geo, dyn, dof, pose, S, D, E, Tq, Tv, M, b, 1)
+        _euler_point_rf(q, v, u, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, D, E, Tq, Tv, M, b, kl, dl)
         for r in range(nv):
             for c in range(nv):
                 X[b, r, c] = -Tq[b, r, c]

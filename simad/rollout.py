@@ -145,15 +145,11 @@ def stage_accel_rf(qw: A2, vw: A2, uw: A2, tw: A2, aw: A2, topo: A2, geo: A2, dy
     and shared by every kernel that calls it (the reverse, linearization and contact rollout
     kernels): inlined into each, it made their compiles minutes long. The contact-free forward
     rollout inlines ``stage_accel`` instead (measured: a real-function call per step costs the
-    small rollouts ~25 %)."""
+    small rollouts ~25 %). Without contact, the gradient and linearization kernels call
+    ``diff.accel_free_rf`` and ``linearize._euler_point_rf`` instead, which also hold the
+    derivative code: Taichi 1.7's offline-cache key of a callable that calls two or more
+    distinct real functions differs from process to process (see ``derivatives``)."""
     stage_accel(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl, cg)
-
-
-@ti.real_func
-def stage_accel_free_rf(qw: A2, vw: A2, uw: A2, tw: A2, aw: A2, topo: A2, geo: A2, dyn: A2, dof: A2, act: A2, lim: A2,
-                        pose: A3, S: A3, b: ti.i32, kl: float, dl: float):
-    """``stage_accel_rf`` without contact (its code is not compiled in)."""
-    stage_accel(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl, 0)
 
 
 @ti.func

@@ -152,18 +152,22 @@ simad.init(arch="cpu", precision="f64")
 m = models.planar_chain(2)
 z = np.zeros((1, 2))
 u = np.zeros((1, 3, 2))
-simad.value_and_grad(m, z, z, u, 0.01, simad.QuadraticCost(terminal_q_weight=1.0))
-simad.linearize(m, z, z, u[:, 0], 0.01)
+cost = simad.QuadraticCost(terminal_q_weight=1.0)
+for integrator in ("semi_implicit_euler", "rk4"):
+    simad.value_and_grad(m, z, z, u, 0.01, cost, integrator=integrator)
+    simad.linearize(m, z, z, u[:, 0], 0.01, integrator=integrator)
 simad.rnea_derivatives(m, z, z, z)
 simad.aba_derivatives(m, z, z, z)
 """
 
 
 def test_a_second_process_loads_every_kernel_from_the_offline_cache(tmp_path):
-    # the kernels that call real functions (reverse pass, analytic derivatives): Taichi keys its
-    # offline cache on their IR, dependencies included; a key that differs between processes
-    # (it did with three real-function callees, see derivatives.py) means a compile in every
-    # process. Compile mode "fast": the key's determinism does not depend on it
+    # the kernels that call real functions (reverse pass, linearizations, analytic derivatives):
+    # Taichi keys its offline cache on their IR, dependencies included; a key that differs
+    # between processes (it does for a callable calling two or more distinct real functions,
+    # see derivatives.py) means a compile in most processes. The key of such a kernel takes
+    # one of two values at random, so this catches a regression about half the time per
+    # kernel. Compile mode "fast": the key's determinism does not depend on it
     env = dict(os.environ, PYTHONPATH=ROOT, SIMAD_CACHE_DIR=str(tmp_path / "cache"), SIMAD_COMPILE="fast")
     env.pop("SIMAD_PRECISION", None)
 
@@ -174,5 +178,5 @@ def test_a_second_process_loads_every_kernel_from_the_offline_cache(tmp_path):
         return sorted(p.name for p in (tmp_path / "cache").rglob("*.tic"))
 
     first = kernels()
-    assert len(first) >= 4, first  # value_and_grad's forward and reverse, linearize, the derivatives
+    assert len(first) >= 6, first  # rollout, reverse, 2 linearizations, 2 derivatives
     assert kernels() == first
