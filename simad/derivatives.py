@@ -34,8 +34,8 @@ pair loops) is one real function, compiled once and shared by every kernel here 
 1.7 the offline-cache key of a kernel or real function that calls two or more distinct real
 functions is not the same from process to process (measured on a kernel calling two trivial
 real functions: two keys in 8 fresh processes; three: four keys; one function called twice, or
-a chain k -> f -> g: one key), so such a kernel compiled again in most processes (the Euler
-linearize kernel 10 s instead of 2.5 s in a warm-cache process). The contact variants of the
+a chain k -> f -> g: one key), so such a kernel compiled again in about half of all
+processes (the Euler linearize kernel 10 s instead of 2.5 s in a warm-cache process). The contact variants of the
 reverse and linearization kernels still call two (``stage_accel_rf``, ``accel_vjp_rf``): their
 key was the same in 8 of 8 processes, and merging them with the contact wrenches and their
 reverse (one real function for both directions) made cold contact compiles slower (one A/B

@@ -100,10 +100,11 @@ def accel_free_rf(mode: ti.i32, qw: A2, vw: A2, uw: A2, tw: A2, aw: A2, lam: A2,
                   dofbar: A3, gearbar: A2, b: ti.i32, kl: float, dl: float):
     """Without contact, one real function for both directions of a stage: mode 0 is
     ``rollout.stage_accel`` (tw the torque work row, aw <- a), mode 1 is ``accel_vjp`` with
-    tw as the cotangent y of a. One function, not two: Taichi 1.7 keys the offline cache of a
-    callable that calls two or more distinct real functions differently in every process, so
-    the reverse and RK4 linearization kernels compiled again in every process (see
-    ``derivatives``); calling the same one twice keeps the key stable (measured)."""
+    tw as the cotangent y of a. One function, not two: in Taichi 1.7 the offline-cache key of a
+    callable that calls two or more distinct real functions differs from process to process,
+    so the reverse and RK4 linearization kernels compiled again in about half of all
+    processes (see ``derivatives``); calling the same one twice keeps the key stable
+    (measured)."""
     if mode == 0:
         stage_accel(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl, 0)
     else:
