@@ -81,7 +81,7 @@ import taichi as ti
 from . import contact_kernels as K
 from . import runtime
 from .errors import InputError, ModelError, NonFiniteError
-from .kinematics import SERIAL_BELOW
+from .kinematics import SERIAL_BELOW, batch_mode
 from .model.model import GeomType, JointType, Model
 from .rollout import Trajectory
 from .validate import as_array
@@ -462,7 +462,7 @@ def _forward_numpy(inp: _Inputs) -> np.ndarray:
     order = np.ascontiguousarray(np.tile(np.arange(inp.model.ngeom, dtype=np.int32), (inp.B, 1)))
     o = inp.opts
     K.rollout_kernel(X, inp.controls, prm, cfg, sc.top, S, cnt, BD, sc.bpt, order, cand, ncand, sc.nslot, inp.dt,
-                     MODES[o.mode], o.nit, bool(o.toi), inp.B < SERIAL_BELOW, _types(sc))
+                     MODES[o.mode], o.nit, bool(o.toi), *batch_mode(inp.B), _types(sc))
     _check(X)
     return X
 

@@ -902,12 +902,15 @@ def rollout_kernel(X: arr(ndim=4), U: arr(ndim=4), prm: arr(ndim=1), cfg: arr(nd
                    S: arr(ndim=2), cnt: arr(ndim=2), BD: arr(ndim=2), bpt: arr(ndim=1), order: arr(ndim=2),
                    cand: arr(ndim=2), ncand: arr(ndim=1),
                    nslot: ti.i32, dt: float, mode: ti.template(), nit: ti.i32, toi: ti.template(),
-                   serial: ti.template(), types: ti.template()):
+                   spread: ti.i32, serial: ti.template(), types: ti.template()):
     """The whole rollout in one launch: parallel over envs, time and stages serial inside.
     ``types``: the (type a, type b) pairs present in the scene: only their narrow phases are
     compiled (one compile per combination, cached on disk)."""
     ti.loop_config(serialize=serial)
-    for b in range(X.shape[1]):
+    for jb in range(X.shape[1] * spread):  # see runtime.spread
+        if jb % spread != 0:
+            continue
+        b = jb // spread
         nb = top[1]
         ns = nslot
         for t in range(X.shape[0] - 1):

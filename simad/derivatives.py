@@ -66,7 +66,7 @@ from .dynamics import (
 )
 from .dynamics import device as dyn_device
 from .errors import ModelError
-from .kinematics import SERIAL_BELOW, frame_poses, scratch
+from .kinematics import SERIAL_BELOW, batch_mode, frame_poses, scratch
 from .kinematics import device as kin_device
 from .launch import fast_kernel
 from .model.model import Model
@@ -235,9 +235,12 @@ def cholesky_solve_env(M: ti.template(), X: ti.template(), b, n, ncol):
 @fast_kernel
 @ti.kernel
 def _rnea_derivatives_kernel(q: A2, qd: A2, a: A2, topo: A2, geo: A2, dyn: A2, dof: A2, pose: A3, S: A3, D: A3,
-                             E: A3, Tq: A3, Tv: A3, M: A3, serial: ti.template()):
+                             E: A3, Tq: A3, Tv: A3, M: A3, spread: ti.i32, serial: ti.template()):
     ti.loop_config(serialize=serial)
-    for b in range(q.shape[0]):
+    for jb in range(q.shape[0] * spread):  # see runtime.spread
+        if jb % spread != 0:
+            continue
+        b = jb // spread
         rnea_derivatives_env(q, qd, a, topo, geo, dyn, dof, pose, S, D, E, Tq, Tv, M, b, 0)
 
 
@@ -254,10 +257,13 @@ def _aba_derivatives_env(q: A2, qd: A2, tau: A2, topo: A2, geo: A2, dyn: A2, dof
 @ti.kernel
 def _aba_derivatives_kernel(q: A2, qd: A2, tau: A2, topo: A2, geo: A2, dyn: A2, dof: A2, pose: A3, S: A3, D: A3,
                             E: A3, Tq: A3, Tv: A3, M: A3, X: A3, qdd: A2, status: ti.types.ndarray(ndim=1),
-                            serial: ti.template()):
+                            spread: ti.i32, serial: ti.template()):
     """X[b] = [dqdd/dq | dqdd/dqd | M^-1] (nv x 3 nv) at (q, qd, tau)."""
     ti.loop_config(serialize=serial)
-    for b in range(q.shape[0]):
+    for jb in range(q.shape[0] * spread):  # see runtime.spread
+        if jb % spread != 0:
+            continue
+        b = jb // spread
         nv = topo[0, 3]
         _aba_derivatives_env(q, qd, tau, topo, geo, dyn, dof, pose, S, D, E, Tq, Tv, M, qdd, b)
         for r, c in ti.ndrange(nv, nv):
@@ -298,7 +304,7 @@ def rnea_derivatives(model: Model, q, qd, qdd):
     nv = max(model.nv, 1)
     Tq, Tv, M = (np.empty((qb.shape[0], nv, nv), qb.dtype) for _ in range(3))  # returned: not scratch
     _rnea_derivatives_kernel(qb, vb, ab, k["topo"], k["geo"], d["dyn"], _dof(d), pose, S, D, E, Tq, Tv, M,
-                             qb.shape[0] < SERIAL_BELOW)
+                             *batch_mode(qb.shape[0]))
     nv = model.nv
     out = tuple(x[:, :nv, :nv] for x in (Tq, Tv, M))
     return tuple(x[0] for x in out) if single else out
@@ -328,7 +334,7 @@ def aba_derivatives(model: Model, q, qd, tau):
     qdd = scratch((B, nv), dtype, "derivatives.qdd")
     status = np.zeros(B, np.int32)
     _aba_derivatives_kernel(qb, vb, tb, k["topo"], k["geo"], d["dyn"], _dof(d), pose, S, D, E, Tq, Tv, M, X, qdd, status,
-                            B < SERIAL_BELOW)
+                            *batch_mode(B))
     if status.any():
         raise ModelError(f"the mass matrix is not positive definite at point {int(np.argmax(status))} (massless "
                          "bodies on a moving chain?)", element=f"model '{model.name}'", field="body_mass")

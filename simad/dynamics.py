@@ -20,7 +20,7 @@ import taichi as ti
 
 from . import runtime
 from .contact_forces import SFC, SV, contact_wrenches
-from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW, frame_poses, scratch
+from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW, batch_mode, frame_poses, scratch
 from .kinematics import device as kin_device
 from .launch import fast_kernel
 from .model.model import Model
@@ -231,9 +231,12 @@ def rnea_forces(topo: ti.template(), dyn: ti.template(), pose: ti.template(), S:
 def _rnea_kernel(q: ti.types.ndarray(ndim=2), qd: ti.types.ndarray(ndim=2), qdd: ti.types.ndarray(ndim=2),
                  topo: ti.types.ndarray(ndim=2), geo: ti.types.ndarray(ndim=2), dyn: ti.types.ndarray(ndim=2),
                  dof: ti.types.ndarray(ndim=2), pose: ti.types.ndarray(ndim=3), S: ti.types.ndarray(ndim=3),
-                 tau: ti.types.ndarray(ndim=2), serial: ti.template()):
+                 tau: ti.types.ndarray(ndim=2), spread: ti.i32, serial: ti.template()):
     ti.loop_config(serialize=serial)
-    for b in range(q.shape[0]):
+    for jb in range(q.shape[0] * spread):  # see runtime.spread
+        if jb % spread != 0:
+            continue
+        b = jb // spread
         rnea_env(q, qd, qdd, topo, geo, dyn, dof, pose, S, tau, b, 0)
 
 
@@ -244,9 +247,12 @@ def _rnea_kernel(q: ti.types.ndarray(ndim=2), qd: ti.types.ndarray(ndim=2), qdd:
 @ti.kernel
 def _crba_kernel(q: ti.types.ndarray(ndim=2), topo: ti.types.ndarray(ndim=2), geo: ti.types.ndarray(ndim=2),
                  dyn: ti.types.ndarray(ndim=2), dof: ti.types.ndarray(ndim=2), pose: ti.types.ndarray(ndim=3),
-                 S: ti.types.ndarray(ndim=3), M: ti.types.ndarray(ndim=3), serial: ti.template()):
+                 S: ti.types.ndarray(ndim=3), M: ti.types.ndarray(ndim=3), spread: ti.i32, serial: ti.template()):
     ti.loop_config(serialize=serial)
-    for b in range(q.shape[0]):
+    for jb in range(q.shape[0] * spread):  # see runtime.spread
+        if jb % spread != 0:
+            continue
+        b = jb // spread
         nbody = topo[0, 2]
         frame_poses(q, topo, geo, pose, b)
         for r, c in ti.ndrange(M.shape[1], M.shape[2]):
@@ -404,9 +410,12 @@ def aba_env(q: ti.template(), qd: ti.template(), tau: ti.template(), topo: ti.te
 def _aba_kernel(q: ti.types.ndarray(ndim=2), qd: ti.types.ndarray(ndim=2), tau: ti.types.ndarray(ndim=2),
                 topo: ti.types.ndarray(ndim=2), geo: ti.types.ndarray(ndim=2), dyn: ti.types.ndarray(ndim=2),
                 dof: ti.types.ndarray(ndim=2), pose: ti.types.ndarray(ndim=3), S: ti.types.ndarray(ndim=3),
-                qdd: ti.types.ndarray(ndim=2), serial: ti.template()):
+                qdd: ti.types.ndarray(ndim=2), spread: ti.i32, serial: ti.template()):
     ti.loop_config(serialize=serial)
-    for b in range(q.shape[0]):
+    for jb in range(q.shape[0] * spread):  # see runtime.spread
+        if jb % spread != 0:
+            continue
+        b = jb // spread
         aba_env(q, qd, tau, topo, geo, dyn, dof, pose, S, qdd, b, 0)
 
 
@@ -449,7 +458,7 @@ def forward_dynamics(model: Model, q, qd, tau) -> np.ndarray:
     k, d = kin_device(model), device(model)
     pose, S = _buffers(model, qb.shape[0], qb.dtype)
     qdd = np.zeros((qb.shape[0], max(model.nv, 1)), qb.dtype)
-    _aba_kernel(qb, qdb, tb, k["topo"], k["geo"], d["dyn"], _dof(d), pose, S, qdd, qb.shape[0] < SERIAL_BELOW)
+    _aba_kernel(qb, qdb, tb, k["topo"], k["geo"], d["dyn"], _dof(d), pose, S, qdd, *batch_mode(qb.shape[0]))
     qdd = qdd[:, : model.nv]
     return qdd[0] if single else qdd
 
@@ -460,7 +469,7 @@ def inverse_dynamics(model: Model, q, qd, qdd) -> np.ndarray:
     k, d = kin_device(model), device(model)
     pose, S = _buffers(model, qb.shape[0], qb.dtype)
     tau = np.zeros((qb.shape[0], max(model.nv, 1)), qb.dtype)
-    _rnea_kernel(qb, qdb, ab, k["topo"], k["geo"], d["dyn"], _dof(d), pose, S, tau, qb.shape[0] < SERIAL_BELOW)
+    _rnea_kernel(qb, qdb, ab, k["topo"], k["geo"], d["dyn"], _dof(d), pose, S, tau, *batch_mode(qb.shape[0]))
     tau = tau[:, : model.nv]
     return tau[0] if single else tau
 
@@ -472,7 +481,7 @@ def mass_matrix(model: Model, q) -> np.ndarray:
     pose, S = _buffers(model, qb.shape[0], qb.dtype)
     nv = max(model.nv, 1)
     M = np.zeros((qb.shape[0], nv, nv), qb.dtype)
-    _crba_kernel(qb, k["topo"], k["geo"], d["dyn"], _dof(d), pose, S, M, qb.shape[0] < SERIAL_BELOW)
+    _crba_kernel(qb, k["topo"], k["geo"], d["dyn"], _dof(d), pose, S, M, *batch_mode(qb.shape[0]))
     M = M[:, : model.nv, : model.nv]
     return M[0] if single else M
 

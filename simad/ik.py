@@ -14,7 +14,7 @@ import taichi as ti
 
 from .configuration import random_configuration
 from .errors import InputError
-from .kinematics import _FREE, SERIAL_BELOW, device, frame_jacobian_into, frame_poses
+from .kinematics import _FREE, SERIAL_BELOW, batch_mode, device, frame_jacobian_into, frame_poses
 from .launch import fast_kernel
 from .model.model import Model
 from .tmath import POS, ROT, mat3, quat_exp, quat_mul, quat_to_mat, rot_log, vec3
@@ -152,12 +152,15 @@ def _ik_kernel(
     opts: ti.types.ndarray(ndim=1),
     iopts: ti.types.ndarray(ndim=1),
     out: ti.types.ndarray(ndim=2),
-    serial: ti.template(),
+    spread: ti.i32, serial: ti.template(),
 ):
     """opts = (tol_pos, tol_rot, lambda0, max_step); iopts = (frame, max_iters, use_rot).
     out[b] = (pos residual, rot residual, iterations, success)."""
     ti.loop_config(serialize=serial)
-    for b in range(q.shape[0]):
+    for jb in range(q.shape[0] * spread):  # see runtime.spread
+        if jb % spread != 0:
+            continue
+        b = jb // spread
         f, max_iters, use_rot = iopts[0], iopts[1], iopts[2]
         tol_p, tol_r, lam, max_step = opts[0], opts[1], opts[2], opts[3]
         frame_poses(q, topo, geo, pose, b)
@@ -309,5 +312,5 @@ def _solve(model, d, q, target, opts, iopts):
     pose = np.empty((B, model.nframe, 12), q.dtype)
     J = np.zeros((B, 1, 6, max(model.nv, 1)), q.dtype)
     out = np.zeros((B, 4), q.dtype)
-    _ik_kernel(q, qt, d["topo"], d["geo"], d["qlim"], np.ascontiguousarray(target), pose, J, opts, iopts, out, B < SERIAL_BELOW)
+    _ik_kernel(q, qt, d["topo"], d["geo"], d["qlim"], np.ascontiguousarray(target), pose, J, opts, iopts, out, *batch_mode(B))
     return out

@@ -28,6 +28,12 @@ _REV, _PRI, _FREE = int(JointType.REVOLUTE), int(JointType.PRISMATIC), int(Joint
 SERIAL_BELOW = 16  # batches smaller than this run on one thread (a parallel launch costs ~70 us)
 
 
+def batch_mode(B: int) -> tuple:
+    """(spread, serial): the last two arguments of every batch kernel (see ``runtime.spread``)."""
+    serial = B < SERIAL_BELOW
+    return (1 if serial else runtime.spread(B)), serial
+
+
 # ---------------------------------------------------------------------------------------------
 # Packing: topology and geometry as two arrays (rows 0..nbody-1 bodies, nbody..nframe-1 sites)
 # ---------------------------------------------------------------------------------------------
@@ -145,10 +151,13 @@ def _fk_kernel(
     topo: ti.types.ndarray(ndim=2),
     geo: ti.types.ndarray(ndim=2),
     pose: ti.types.ndarray(ndim=3),
-    serial: ti.template(),
+    spread: ti.i32, serial: ti.template(),
 ):
     ti.loop_config(serialize=serial)
-    for b in range(q.shape[0]):
+    for jb in range(q.shape[0] * spread):  # see runtime.spread
+        if jb % spread != 0:
+            continue
+        b = jb // spread
         frame_poses(q, topo, geo, pose, b)
 
 
@@ -162,11 +171,14 @@ def _jacobian_kernel(
     pose: ti.types.ndarray(ndim=3),
     J: ti.types.ndarray(ndim=4),
     sel_pose: ti.types.ndarray(ndim=3),
-    serial: ti.template(),
+    spread: ti.i32, serial: ti.template(),
 ):
     """J[b, s] and sel_pose[b, s] of the frames sel[s]; pose is scratch (B, nframe, 12)."""
     ti.loop_config(serialize=serial)
-    for b in range(q.shape[0]):
+    for jb in range(q.shape[0] * spread):  # see runtime.spread
+        if jb % spread != 0:
+            continue
+        b = jb // spread
         frame_poses(q, topo, geo, pose, b)
         for s in range(sel.shape[0]):
             for r, c in ti.ndrange(6, J.shape[3]):
@@ -186,12 +198,15 @@ def _fk_vjp_kernel(
     cot: ti.types.ndarray(ndim=3),
     W: ti.types.ndarray(ndim=3),
     g: ti.types.ndarray(ndim=2),
-    serial: ti.template(),
+    spread: ti.i32, serial: ti.template(),
 ):
     """Adjoint of FK: cot[b, f] = (R_bar row-major, p_bar) -> g[b] (nv), tangent space.
     W (B, nbody, 6) zero-initialised scratch: force F and moment N about the world origin."""
     ti.loop_config(serialize=serial)
-    for b in range(q.shape[0]):
+    for jb in range(q.shape[0] * spread):  # see runtime.spread
+        if jb % spread != 0:
+            continue
+        b = jb // spread
         frame_poses(q, topo, geo, pose, b)
         nbody = topo[0, 2]
         for f in range(topo.shape[0]):
@@ -275,7 +290,7 @@ def forward_kinematics(model: Model, q) -> tuple[np.ndarray, np.ndarray]:
     qb, single = as_batch(model, q, "q")
     d = device(model)
     pose = np.empty((qb.shape[0], model.nframe, 12), qb.dtype)
-    _fk_kernel(qb, d["topo"], d["geo"], pose, qb.shape[0] < SERIAL_BELOW)
+    _fk_kernel(qb, d["topo"], d["geo"], pose, *batch_mode(qb.shape[0]))
     pos, rot = _split_pose(pose)
     return (pos[0], rot[0]) if single else (pos, rot)
 
@@ -304,7 +319,7 @@ def frame_jacobian(model: Model, q, frame, *, return_pose: bool = False):
     J = np.empty((B, sel.size, 6, max(model.nv, 1)), qb.dtype)  # Taichi rejects 0-size arrays
     sel_pose = np.empty((B, sel.size, 12), qb.dtype)
     work = scratch((B, model.nframe, 12), qb.dtype)
-    _jacobian_kernel(qb, d["topo"], d["geo"], sel, work, J, sel_pose, B < SERIAL_BELOW)
+    _jacobian_kernel(qb, d["topo"], d["geo"], sel, work, J, sel_pose, *batch_mode(B))
     J = J[..., : model.nv]
     pos, rot = _split_pose(sel_pose)
     outs = (J, pos, rot) if return_pose else (J,)
@@ -350,7 +365,7 @@ def forward_kinematics_vjp(model: Model, q, pos_bar=None, rot_bar=None, *, space
     W = np.zeros((B, model.nbody, 6), qb.dtype)
     g = np.zeros((B, model.nv), qb.dtype)
     if model.nv:
-        _fk_vjp_kernel(qb, d["topo"], d["geo"], pose, cot, W, g, B < SERIAL_BELOW)
+        _fk_vjp_kernel(qb, d["topo"], d["geo"], pose, cot, W, g, *batch_mode(B))
     if space == "coords":
         from .configuration import tangent_to_coords_gradient
 

@@ -23,7 +23,7 @@ from .diff import step_vjp
 from .dynamics import _dof
 from .dynamics import device as dyn_device
 from .errors import InputError
-from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW, scratch
+from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW, batch_mode, scratch
 from .kinematics import device as kin_device
 from .launch import fast_kernel
 from .model.model import Model
@@ -59,9 +59,12 @@ def _linearize_kernel(q: ti.types.ndarray(ndim=2), v: ti.types.ndarray(ndim=2), 
                       vb: ti.types.ndarray(ndim=2), qn: ti.types.ndarray(ndim=2), pbar: ti.types.ndarray(ndim=3),
                       dofbar: ti.types.ndarray(ndim=3), gearbar: ti.types.ndarray(ndim=2),
                       A: ti.types.ndarray(ndim=3), Bm: ti.types.ndarray(ndim=3), status: ti.types.ndarray(ndim=2),
-                      dt: float, rk4: ti.i32, kl: float, dl: float, serial: ti.template()):
+                      dt: float, rk4: ti.i32, kl: float, dl: float, spread: ti.i32, serial: ti.template()):
     ti.loop_config(serialize=serial)
-    for b in range(q.shape[0]):
+    for jb in range(q.shape[0] * spread):  # see runtime.spread
+        if jb % spread != 0:
+            continue
+        b = jb // spread
         nq, nv, nu, nbody = q.shape[1], v.shape[1], u.shape[1], topo[0, 2]
         for k in range(nq):
             q0w[b, k] = q[b, k]
@@ -97,7 +100,7 @@ def _linearize_kernel(q: ti.types.ndarray(ndim=2), v: ti.types.ndarray(ndim=2), 
             for a in range(nu):
                 ub[b, a] = 0.0
             step_vjp(topo, geo, dyn, dof, act, lim, pose, S, G, qw, vw, u, tw, aw, q0w, v0w, ks, lam, qsb, vsb, qbt,
-                     vbt, ub, kb, qb, vb, pbar, dofbar, gearbar, b, dt, rk4, kl, dl, 0, 0)
+                     vbt, ub, kb, qb, vb, pbar, dofbar, gearbar, b, dt, rk4, kl, dl, 0, 0, 0, 0, -1)
             if r < 0:
                 row = 8
                 if rk4 == 0:
@@ -236,10 +239,13 @@ def _euler_point_rf(q: A2, v: A2, u: A2, tw: A2, aw: A2, topo: A2, geo: A2, dyn:
 @ti.kernel
 def _linearize_euler_kernel(q: A2, v: A2, u: A2, topo: A2, geo: A2, dyn: A2, dof: A2, act: A2, lim: A2, pose: A3,
                             S: A3, D: A3, E: A3, Tq: A3, Tv: A3, M: A3, X: A3, tw: A2, aw: A2, A: A3, Bm: A3,
-                            status: A2, dt: float, kl: float, dl: float, serial: ti.template()):
+                            status: A2, dt: float, kl: float, dl: float, spread: ti.i32, serial: ti.template()):
     """A, B of one semi-implicit Euler step at every point b (one thread each)."""
     ti.loop_config(serialize=serial)
-    for b in range(q.shape[0]):
+    for jb in range(q.shape[0] * spread):  # see runtime.spread
+        if jb % spread != 0:
+            continue
+        b = jb // spread
         nv, nu = topo[0, 3], u.shape[1]
         _euler_point_rf(q, v, u, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, D, E, Tq, Tv, M, b, kl, dl)
         for r in range(nv):
@@ -269,7 +275,7 @@ def linearize_euler(model: Model, qp, vp, up, dt: float, kl: float, dl: float):
     Bm = np.empty((N, 2 * nv, nu), dtype)
     status = np.zeros((N, 2), np.int32)
     _linearize_euler_kernel(qp, vp, up, k["topo"], k["geo"], d["dyn"], _dof(d), c["act"], c["lim"], pose, S, D, E, Tq,
-                            Tv, M, X, tw, aw, A, Bm, status, dt, kl, dl, N < SERIAL_BELOW)
+                            Tv, M, X, tw, aw, A, Bm, status, dt, kl, dl, *batch_mode(N))
     return A, Bm, status
 
 
@@ -344,7 +350,7 @@ def _reverse_passes(model: Model, qp, vp, up, dt: float, rk4: int, kl: float, dl
     status = np.zeros((N, 2), np.int32)
     _linearize_kernel(qp, vp, up, kd["topo"], kd["geo"], dd["dyn"], _dof(dd), cd["act"], cd["lim"], w.pose, w.S, G,
                       w.qw, w.vw, w.tw, w.aw, w.q0w, w.v0w, w.ks, lam, qsb, vsb, qbt, vbt, ub, kb, qb, vb, qn, pbar,
-                      dofbar, gearbar, A, Bm, status, dt, rk4, kl, dl, N < SERIAL_BELOW)
+                      dofbar, gearbar, A, Bm, status, dt, rk4, kl, dl, *batch_mode(N))
     return A, Bm, status
 
 

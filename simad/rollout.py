@@ -28,10 +28,10 @@ import taichi as ti
 
 from . import contact_forces, runtime
 from .adjoint import conj, integrate_env, q4
-from .dynamics import _NS, _dof, aba_env
+from .dynamics import _A, _DI, _NS, _U, _V, _dof, aba_env
 from .dynamics import device as dyn_device
 from .errors import InputError, ModelError, NonFiniteError
-from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW
+from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW, batch_mode
 from .kinematics import device as kin_device
 from .launch import fast_kernel
 from .model.model import JointType, Model
@@ -164,13 +164,70 @@ def rk4_stage_state(topo: ti.template(), q0w: ti.template(), v0w: ti.template(),
         vw[b, d] = v0w[b, d] + c * dt * ks[b, 4 + s - 1, d]
 
 
+# The stage tape of a gradient segment (see ``diff``): per stage, per body, what the reverse of
+# the stage acceleration reads from the forward pass, so the reverse need not recompute it:
+# V (6), A (6), U (6: the one-dof joint's column), D^-1 (1) and the body's world pose (12);
+# with free joints (a tape of width TAPE_FREE) also the rest of their 6x6 U and D^-1.
+TAPE_BASE, TAPE_FREE = 31, 96
+
+
+def tape_width(model: Model) -> int:
+    return TAPE_FREE if model.has_free_joint else TAPE_BASE
+
+
+@ti.func
+def tape_store(S: ti.template(), pose: ti.template(), aw: ti.template(), St: ti.template(), At: ti.template(), b,
+               row, nbody, nv):
+    """The stage just computed (S, pose, aw of env b) into tape row ``row``."""
+    for i in range(nbody):
+        for k in ti.static(range(6)):
+            St[b, row, i, k] = S[b, i, _V + k]
+            St[b, row, i, 6 + k] = S[b, i, _A + k]
+            St[b, row, i, 12 + k] = S[b, i, _U + k]
+        St[b, row, i, 18] = S[b, i, _DI]
+        for k in ti.static(range(12)):
+            St[b, row, i, 19 + k] = pose[b, i, k]
+        if St.shape[3] > TAPE_BASE:
+            for k in range(30):
+                St[b, row, i, TAPE_BASE + k] = S[b, i, _U + 6 + k]
+            for k in range(35):
+                St[b, row, i, TAPE_BASE + 30 + k] = S[b, i, _DI + 1 + k]
+    for d in range(nv):
+        At[b, row, d] = aw[b, d]
+
+
+@ti.func
+def tape_load(S: ti.template(), pose: ti.template(), aw: ti.template(), St: ti.template(), At: ti.template(), b,
+              row, nbody, nv, full):
+    """Tape row ``row`` back into aw (and, when ``full``, S and pose) of env b: bit for bit what
+    ``stage_accel`` left there in the forward pass."""
+    if full:
+        for i in range(nbody):
+            for k in ti.static(range(6)):
+                S[b, i, _V + k] = St[b, row, i, k]
+                S[b, i, _A + k] = St[b, row, i, 6 + k]
+                S[b, i, _U + k] = St[b, row, i, 12 + k]
+            S[b, i, _DI] = St[b, row, i, 18]
+            for k in ti.static(range(12)):
+                pose[b, i, k] = St[b, row, i, 19 + k]
+            if St.shape[3] > TAPE_BASE:
+                for k in range(30):
+                    S[b, i, _U + 6 + k] = St[b, row, i, TAPE_BASE + k]
+                for k in range(35):
+                    S[b, i, _DI + 1 + k] = St[b, row, i, TAPE_BASE + 30 + k]
+    for d in range(nv):
+        aw[b, d] = At[b, row, d]
+
+
 @ti.func
 def step_env(topo: ti.template(), geo: ti.template(), dyn: ti.template(), dof: ti.template(), act: ti.template(),
              lim: ti.template(), pose: ti.template(), S: ti.template(), qw: ti.template(), vw: ti.template(),
              uw: ti.template(), tw: ti.template(), aw: ti.template(), q0w: ti.template(), v0w: ti.template(),
-             ks: ti.template(), b, dt, rk4, kl, dl, cg: ti.template()):
+             ks: ti.template(), b, dt, rk4, kl, dl, cg: ti.template(), St: ti.template(), At: ti.template(),
+             tape_row):
     """(qw, vw) <- one step from (qw, vw) under the control uw. ks (B, 9, nv) keeps the stage
-    slopes: rows 0-3 velocities, 4-7 accelerations, 8 the combined velocity (Euler: row 0 = qd')."""
+    slopes: rows 0-3 velocities, 4-7 accelerations, 8 the combined velocity (Euler: row 0 = qd').
+    With tape_row >= 0 (contact-free only), stage s is also written to tape row tape_row + s."""
     nv = topo[0, 3]
     if rk4:
         for k in range(qw.shape[1]):
@@ -185,6 +242,9 @@ def step_env(topo: ti.template(), geo: ti.template(), dyn: ti.template(), dof: t
             stage_accel(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl, 0)
         else:
             stage_accel_rf(qw, vw, uw, tw, aw, topo, geo, dyn, dof, act, lim, pose, S, b, kl, dl, cg)
+        if ti.static(isinstance(cg, int)):
+            if tape_row >= 0:
+                tape_store(S, pose, aw, St, At, b, tape_row + s, topo[0, 2], nv)
         for d in range(nv):
             ks[b, s, d] = vw[b, d]
             ks[b, 4 + s, d] = aw[b, d]
@@ -213,11 +273,16 @@ def _rollout_kernel(q0: ti.types.ndarray(ndim=2), v0: ti.types.ndarray(ndim=2), 
                     dx: ti.types.ndarray(ndim=2), ks: ti.types.ndarray(ndim=3), qs: ti.types.ndarray(ndim=3),
                     vs: ti.types.ndarray(ndim=3), us: ti.types.ndarray(ndim=3), status: ti.types.ndarray(ndim=2),
                     t0: ti.i32, T: ti.i32, every: ti.i32, dt: float, rk4: ti.i32, closed: ti.i32,
-                    store_u: ti.i32, kl: float, dl: float, cg: ti.types.ndarray(ndim=2), contact: ti.template(),
-                    serial: ti.template()):
-    """States at steps 0, every, 2 every, ... and T into qs, vs (row t // every, the last row T)."""
+                    store_u: ti.i32, kl: float, dl: float, cg: ti.types.ndarray(ndim=2),
+                    St: ti.types.ndarray(ndim=4), At: ti.types.ndarray(ndim=3), taped: ti.i32, contact: ti.template(),
+                    spread: ti.i32, serial: ti.template()):
+    """States at steps 0, every, 2 every, ... and T into qs, vs (row t // every, the last row T).
+    With ``taped`` (contact-free), every stage of step t also goes to tape rows t (1 + 3 rk4) + s."""
     ti.loop_config(serialize=serial)
-    for b in range(q0.shape[0]):
+    for jb in range(q0.shape[0] * spread):  # see runtime.spread
+        if jb % spread != 0:
+            continue
+        b = jb // spread
         nq, nv, nu = q0.shape[1], v0.shape[1], uw.shape[1]
         for k in range(nq):
             qw[b, k] = q0[b, k]
@@ -237,8 +302,11 @@ def _rollout_kernel(q0: ti.types.ndarray(ndim=2), v0: ti.types.ndarray(ndim=2), 
                     if ti.math.isinf(uw[b, a]) or ti.math.isnan(uw[b, a]):
                         bad = 3
                 if bad == 0:
+                    trow = -1
+                    if taped:
+                        trow = t * (1 + 3 * rk4)
                     step_env(topo, geo, dyn, dof, act, lim, pose, S, qw, vw, uw, tw, aw, q0w, v0w, ks, b, dt, rk4,
-                             kl, dl, ti.static(cg if contact else 0))
+                             kl, dl, ti.static(cg if contact else 0), St, At, trow)
                     for d in range(nv):
                         if not ti.abs(vw[b, d]) <= MAX_SPEED:  # NaN, inf, or a blown-up integration
                             bad = 1
@@ -440,9 +508,23 @@ class _Work:
         self.hw = np.zeros((B, 2 * hsize) if hsize else (1, 1), dtype)  # policy activations, cotangents
 
 
-def run_forward(inp: _Inputs, q0, v0, t0: int, T: int, every: int, store_u: bool, work: _Work | None = None):
+_NO_TAPE: dict = {}
+
+
+def _no_tape(dtype):
+    """The 1-element stand-ins for the tape arguments of an untaped launch."""
+    key = np.dtype(dtype).str
+    if key not in _NO_TAPE:
+        _NO_TAPE[key] = (np.zeros((1, 1, 1, 1), dtype), np.zeros((1, 1, 1), dtype))
+    return _NO_TAPE[key]
+
+
+def run_forward(inp: _Inputs, q0, v0, t0: int, T: int, every: int, store_u: bool, work: _Work | None = None,
+                tape=None):
     """Runs T steps from (q0, v0) starting at global step t0; returns qs, vs (rows every
-    ``every`` steps and the last), us (B, T, nu) or None, and the status (B, 2)."""
+    ``every`` steps and the last), us (B, T, nu) or None, and the status (B, 2). ``tape``:
+    optional (St (B, T (1 + 3 rk4), nbody, tape_width), At (B, same, nv)) to fill with every
+    stage (contact-free rollouts only), for ``diff``'s reverse pass."""
     m = inp.model
     dtype = q0.dtype
     B = q0.shape[0]
@@ -456,7 +538,8 @@ def run_forward(inp: _Inputs, q0, v0, t0: int, T: int, every: int, store_u: bool
     _rollout_kernel(q0, v0, inp.ff, inp.K, inp.xq, inp.xv, inp.pol, inp.theta, w.hw, k["topo"], k["geo"], d["dyn"],
                     _dof(d), c["act"], c["lim"], w.pose, w.S, w.qw, w.vw, w.uw, w.tw, w.aw, w.q0w, w.v0w, w.dx, w.ks, qs, vs, us,
                     status, t0, T, every, inp.dt, inp.rk4, inp.mode, int(store_u), inp.kl, inp.dl, inp.cg,
-                    inp.contact is not None, B < SERIAL_BELOW)
+                    *(tape if tape is not None else _no_tape(dtype)), int(tape is not None),
+                    inp.contact is not None, *batch_mode(B))
     return qs, vs, (us if store_u else None), status
 
 

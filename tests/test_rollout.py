@@ -287,6 +287,54 @@ def test_checkpointed_gradient_equals_the_full_tape(rng, integrator):
             assert np.max(np.abs(ck.params[k] - full.params[k])) <= 1e-12 * max(1.0, np.abs(full.params[k]).max())
 
 
+@pytest.mark.parametrize("integrator", ["semi_implicit_euler", "rk4"])
+@pytest.mark.parametrize("free", [True, False])
+def test_the_stage_tape_gives_the_recomputed_gradient(rng, integrator, free, monkeypatch):
+    from simad import diff
+
+    m = rich_model(rng, free)
+    T = 15
+    p = _problem(m, rng, B=3, T=T, closed=True)
+    wq, wv = rng.normal(size=(3, T + 1, m.nq)), rng.normal(size=(3, T + 1, m.nv))
+    args = (m, p["q0"], p["qd0"], p["controls"], 0.01, wq, wv)
+    kw = dict(integrator=integrator, gains=p["gains"], q_ref=p["q_ref"], qd_ref=p["qd_ref"])
+    used = []
+    real = diff._stage_tape
+    monkeypatch.setattr(diff, "_stage_tape", lambda *a: used.append(real(*a)) or used[-1])
+    taped = simad.rollout_vjp(*args, **kw)
+    assert used and used[-1] is not None and used[-1][0].shape[3] == (96 if free else 31)
+    monkeypatch.setattr(diff, "TAPE_STAGES", False)
+    recomputed = simad.rollout_vjp(*args, **kw)
+    assert used[-1] is None
+    for a, b in ((taped.q0, recomputed.q0), (taped.qd0, recomputed.qd0), (taped.controls, recomputed.controls),
+                 (taped.gains, recomputed.gains)):
+        assert np.max(np.abs(a - b)) <= 1e-11 * max(1.0, np.abs(b).max())  # the same arithmetic, other inlining
+    for k in (k for k in recomputed.params if recomputed.params[k].size):
+        assert np.max(np.abs(taped.params[k] - recomputed.params[k])) <= 1e-11 * max(1.0, np.abs(recomputed.params[k]).max())
+
+
+def test_the_stage_tape_is_taken_only_within_the_memory_budget(rng):
+    from simad import diff
+    from simad.rollout import LIMIT_DAMPING, LIMIT_STIFFNESS, prepare
+
+    m = rich_model(rng, True)
+    T, B = 50, 4
+    p = _problem(m, rng, B=B, T=T)
+    inp = prepare(m, p["q0"], p["qd0"], p["controls"], 0.01, "rk4", None, None, None, LIMIT_STIFFNESS, LIMIT_DAMPING)
+    tape = diff.tape_bytes(m, B, T, 1, 8)
+    assert tape == B * T * 4 * (m.nbody * 96 + m.nv) * 8
+    states = (T + 1) * B * (2 * (m.nq + m.nv) + 2 * m.nu) * 8
+    assert diff._stage_tape(m, inp, B, T, T, np.dtype(np.float64), states + tape) is not None
+    assert diff._stage_tape(m, inp, B, T, T, np.dtype(np.float64), states + tape - 1) is None
+    # within a budget that holds the trajectory but not the tape: recomputed, the same gradient
+    g_small = simad.rollout_vjp(m, p["q0"], p["qd0"], p["controls"], 0.01, q_bar=np.ones((B, T + 1, m.nq)),
+                                integrator="rk4", memory_budget=states + tape - 1)
+    g_big = simad.rollout_vjp(m, p["q0"], p["qd0"], p["controls"], 0.01, q_bar=np.ones((B, T + 1, m.nq)),
+                              integrator="rk4", memory_budget=states + tape)
+    assert g_small.checkpoint_every == g_big.checkpoint_every == T
+    assert np.max(np.abs(g_small.controls - g_big.controls)) <= 1e-11 * max(1.0, np.abs(g_big.controls).max())
+
+
 def test_100k_step_horizon_at_batch_64_stays_within_the_memory_budget():
     m = models.planar_chain(1)
     B, T = 64, 100_000

@@ -35,6 +35,43 @@ def test_bad_runtime_settings_are_rejected():
     assert e.value.field == "compile"
 
 
+def test_spread_gives_every_cpu_thread_a_share_of_a_small_batch(monkeypatch):
+    from simad import runtime
+
+    cfg = runtime.config()
+    monkeypatch.setattr(runtime, "_config", runtime.RuntimeConfig(**{**cfg.__dict__, "threads": 2}))
+    # Taichi's CPU loops split into per-thread blocks of at least 512 iterations
+    assert runtime.spread(256) == 4 and runtime.spread(3) == 342 and runtime.spread(1000) == 2
+    assert runtime.spread(1024) == 1 and runtime.spread(5000) == 1
+    assert kinematics.batch_mode(8) == (1, True) and kinematics.batch_mode(64) == (16, False)
+    monkeypatch.setattr(runtime, "_config", runtime.RuntimeConfig(**{**cfg.__dict__, "threads": 1}))
+    assert runtime.spread(256) == 1
+
+
+def test_a_spread_batch_equals_its_envs_run_one_by_one(rng):
+    """B = 40 runs the parallel kernels with 26 iterations per env (2 threads); every env must
+    come out as when it runs alone (B = 1, the serial kernels)."""
+    from simad import models
+
+    m = models.load("quadruped")  # a free base and 12 motors
+    B, T = 40, 6
+    q = simad.random_configuration(m, B, rng)
+    v = 0.3 * rng.normal(size=(B, m.nv))
+    u = 0.2 * rng.normal(size=(B, T, m.nu))
+    tau = rng.normal(size=(B, m.nv))
+    pos, _ = simad.forward_kinematics(m, q)
+    qdd = simad.forward_dynamics(m, q, v, tau)
+    tr = simad.rollout(m, q, v, u, 1e-3)
+    g = simad.rollout_vjp(m, q, v, u, 1e-3, q_bar=np.ones((B, T + 1, m.nq)))
+    for b in (0, 13, 27, 39):
+        np.testing.assert_allclose(simad.forward_kinematics(m, q[b])[0], pos[b], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(simad.forward_dynamics(m, q[b], v[b], tau[b]), qdd[b], rtol=1e-12, atol=1e-12)
+        one = simad.rollout(m, q[b], v[b], u[b], 1e-3)
+        np.testing.assert_allclose(one.q[0], tr.q[b], rtol=0, atol=1e-11)
+        gb = simad.rollout_vjp(m, q[b:b + 1], v[b:b + 1], u[b:b + 1], 1e-3, q_bar=np.ones((1, T + 1, m.nq)))
+        np.testing.assert_allclose(gb.controls[0], g.controls[b], rtol=1e-11, atol=1e-11)
+
+
 def test_lazy_init_uses_cpu_f64_defaults():
     out = _run(
         """
