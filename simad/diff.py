@@ -23,7 +23,7 @@ from .contact_forces import NGB, param_grads
 from .dynamics import _dof, rnea_forces
 from .dynamics import device as dyn_device
 from .errors import InputError
-from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW, batch_mode
+from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW, batch_mode, scratch
 from .kinematics import device as kin_device
 from .launch import fast_kernel
 from .model.model import Model
@@ -436,9 +436,9 @@ def _stage_tape(model: Model, inp, B: int, T: int, K: int, dtype, memory_budget)
     base = ((-(-T // K) + 1) * ps if K < T else 0) + (K + 1) * pt
     if base + tape_bytes(model, B, K, inp.rk4, isz) > budget:
         return None
-    rows = K * (1 + 3 * inp.rk4)
-    return (np.empty((B, rows, model.nbody, tape_width(model)), dtype),
-            np.empty((B, rows, max(model.nv, 1)), dtype))
+    rows = K * (1 + 3 * inp.rk4)  # reused buffers: a fresh one page-faults on every call
+    return (scratch((B, rows, model.nbody, tape_width(model)), dtype, "diff.St"),
+            scratch((B, rows, max(model.nv, 1)), dtype, "diff.At"))
 
 
 def _params_dict(model: Model, pbar, dofbar, gearbar, names) -> dict:
