@@ -81,7 +81,7 @@ import taichi as ti
 from . import contact_kernels as K
 from . import runtime
 from .errors import InputError, ModelError, NonFiniteError
-from .kinematics import SERIAL_BELOW, batch_mode
+from .kinematics import batch_mode
 from .model.model import GeomType, JointType, Model
 from .rollout import Trajectory
 from .validate import as_array

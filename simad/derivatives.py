@@ -66,7 +66,7 @@ from .dynamics import (
 )
 from .dynamics import device as dyn_device
 from .errors import ModelError
-from .kinematics import SERIAL_BELOW, batch_mode, frame_poses, scratch
+from .kinematics import batch_mode, frame_poses, scratch
 from .kinematics import device as kin_device
 from .launch import fast_kernel
 from .model.model import Model

@@ -25,7 +25,7 @@ from .contact_forces import NGB, param_grads
 from .dynamics import _dof, rnea_forces
 from .dynamics import device as dyn_device
 from .errors import InputError
-from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW, batch_mode, scratch
+from .kinematics import _FREE, _PRI, _REV, batch_mode, scratch
 from .kinematics import device as kin_device
 from .launch import fast_kernel
 from .model.model import Model
@@ -36,6 +36,7 @@ from .rollout import (
     _Work,
     controls_env,
     device,
+    no_tape,
     prepare,
     raise_status,
     rk4_stage_state,
@@ -45,7 +46,6 @@ from .rollout import (
     tape_load,
     tape_width,
 )
-from .rollout import _no_tape as no_tape
 from .tmath import quat_mul, quat_to_mat
 
 A2, A3 = ti.types.ndarray(ndim=2), ti.types.ndarray(ndim=3)

@@ -20,7 +20,7 @@ import taichi as ti
 
 from . import runtime
 from .contact_forces import SFC, SV, contact_wrenches
-from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW, batch_mode, frame_poses, scratch
+from .kinematics import _FREE, _PRI, _REV, batch_mode, frame_poses, scratch
 from .kinematics import device as kin_device
 from .launch import fast_kernel
 from .model.model import Model

@@ -14,7 +14,7 @@ import taichi as ti
 
 from .configuration import random_configuration
 from .errors import InputError
-from .kinematics import _FREE, SERIAL_BELOW, batch_mode, device, frame_jacobian_into, frame_poses
+from .kinematics import _FREE, batch_mode, device, frame_jacobian_into, frame_poses
 from .launch import fast_kernel
 from .model.model import Model
 from .tmath import POS, ROT, mat3, quat_exp, quat_mul, quat_to_mat, rot_log, vec3

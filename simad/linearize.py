@@ -23,7 +23,7 @@ from .diff import step_vjp
 from .dynamics import _dof
 from .dynamics import device as dyn_device
 from .errors import InputError
-from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW, batch_mode, scratch
+from .kinematics import _FREE, _PRI, _REV, batch_mode, scratch
 from .kinematics import device as kin_device
 from .launch import fast_kernel
 from .model.model import Model

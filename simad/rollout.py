@@ -31,7 +31,7 @@ from .adjoint import conj, integrate_env, q4
 from .dynamics import _A, _DI, _NS, _U, _V, _dof, aba_env
 from .dynamics import device as dyn_device
 from .errors import InputError, ModelError, NonFiniteError
-from .kinematics import _FREE, _PRI, _REV, SERIAL_BELOW, batch_mode
+from .kinematics import _FREE, _PRI, _REV, batch_mode
 from .kinematics import device as kin_device
 from .launch import fast_kernel
 from .model.model import JointType, Model
@@ -511,7 +511,7 @@ class _Work:
 _NO_TAPE: dict = {}
 
 
-def _no_tape(dtype):
+def no_tape(dtype):
     """The 1-element stand-ins for the tape arguments of an untaped launch."""
     key = np.dtype(dtype).str
     if key not in _NO_TAPE:
@@ -538,7 +538,7 @@ def run_forward(inp: _Inputs, q0, v0, t0: int, T: int, every: int, store_u: bool
     _rollout_kernel(q0, v0, inp.ff, inp.K, inp.xq, inp.xv, inp.pol, inp.theta, w.hw, k["topo"], k["geo"], d["dyn"],
                     _dof(d), c["act"], c["lim"], w.pose, w.S, w.qw, w.vw, w.uw, w.tw, w.aw, w.q0w, w.v0w, w.dx, w.ks, qs, vs, us,
                     status, t0, T, every, inp.dt, inp.rk4, inp.mode, int(store_u), inp.kl, inp.dl, inp.cg,
-                    *(tape if tape is not None else _no_tape(dtype)), int(tape is not None),
+                    *(tape if tape is not None else no_tape(dtype)), int(tape is not None),
                     inp.contact is not None, *batch_mode(B))
     return qs, vs, (us if store_u else None), status
 
