@@ -434,7 +434,6 @@ def _stage_tape(model: Model, inp, B: int, T: int, K: int, dtype, memory_budget)
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
     isz = dtype.itemsize
     ps, pt = _segment_bytes(B, model.nq, model.nv, inp.ff.shape[2], isz)
-    K = min(K, T)
     base = ((-(-T // K) + 1) * ps if K < T else 0) + (K + 1) * pt
     if base + tape_bytes(model, B, K, inp.rk4, isz) > budget:
         return None

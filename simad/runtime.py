@@ -216,15 +216,9 @@ def init(
         with contextlib.redirect_stdout(io.StringIO()):  # ti.init prints a banner unconditionally
             ti.init(**kwargs)
         _generation += 1
-        threads = int(impl_cfg().cpu_max_num_threads) if arch == "cpu" else 1
+        threads = int(ti.lang.impl.current_cfg().cpu_max_num_threads) if arch == "cpu" else 1
         _config = RuntimeConfig(arch, precision, compile, offline_cache, debug, _generation, max(threads, 1))
         return _config
-
-
-def impl_cfg():
-    from taichi.lang import impl
-
-    return impl.current_cfg()
 
 
 # Taichi 1.7's CPU backend runs a parallel range-for as one contiguous block of iterations per
