@@ -38,6 +38,7 @@ def _warmup_batch(B: int) -> None:
     cost = simad.QuadraticCost(terminal_q_weight=1.0, frames=("link2",), frame_weight=np.ones(1))
     simad.value_and_grad(m, q, v, u, 0.01, cost)
     simad.linearize(m, q, v, u[:, 0], 0.01)
+    simad.linearize(m, q, v, u[:, 0], 0.01, "rk4")  # its own kernel (any integrator but Euler): ~40 s cold
 
 
 def smoke_test(model: simad.Model) -> None:
