@@ -88,13 +88,14 @@ def _prewarm() -> None:
     serial = ("from simad_server.jobs import warmup\nwarmup('serial')\nfrom simad import models\n"
               "z = np.zeros((16, 2))\nsimad.linearize(models.planar_chain(2), z, z, z, 0.01)\n"
               "simad.linearize(models.planar_chain(2), z, z, z, 0.01, 'rk4')\n")
-    # two compiling processes, one per core, balanced by measured cold time (f64, one core each):
-    # contact 140 s | serial 65 s + rest 71 s. Taichi's offline cache merges their writes under a lock
+    # two compiling processes, one per core, balanced by measured cold time (f64, compile mode
+    # "fast", side by side): contact + rest | serial (with both RK4 linearizations, ~40 % of it);
+    # contact | serial + rest was 69 s | 123 s. Taichi's offline cache merges their writes under a lock
     logs = [tempfile.TemporaryFile("w+") for _ in range(2)]
     t0 = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, "-c", _PREWARM_HEAD + code], env=env, stdout=subprocess.DEVNULL,
                               stderr=log, text=True)
-             for code, log in zip((_SHARED_CONTACT, serial + _SHARED_REST), logs, strict=True)]
+             for code, log in zip((_SHARED_CONTACT + _SHARED_REST, serial), logs, strict=True)]
     took = [None, None]
     while None in took:  # each process's own wall time (they run side by side)
         for i, p in enumerate(procs):

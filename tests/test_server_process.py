@@ -50,7 +50,9 @@ class ServerProcess:
     a thread (``wait_line``), stderr (one JSON log line per call) goes to a file."""
 
     def __init__(self, data_dir: Path, *extra: str):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SIMAD_")}
+        # no server setting from the caller's environment, but the session's compile mode and
+        # kernel cache (the results are compared bit for bit with this process's)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIMAD_") or k in ("SIMAD_COMPILE", "SIMAD_CACHE_DIR")}
         paths = [str(ROOT), str(ROOT / "server"), str(ROOT / "clients" / "python")]
         env["PYTHONPATH"] = os.pathsep.join(paths + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
         env["SIMAD_ARCH"] = "cpu"
