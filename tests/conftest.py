@@ -25,9 +25,10 @@ import simad
 
 os.environ.setdefault("SIMAD_ARCH", "cpu")
 # The suite is compile-bound: compile mode "fast" (Taichi's advanced_optimization off) compiles
-# ~3x quicker (tests/test_contact.py from an empty cache: 400 s -> 128 s) and runs the same
-# arithmetic ~1.5x slower. Every process of the session (the prewarm, the servers, the examples)
-# inherits it, so the bit-for-bit comparisons compare like with like. The default mode
+# ~3x quicker (tests/test_contact.py from an empty cache: 400 s -> 128 s); kernels run up to
+# ~1.5x slower and round differently in the last bits (1e-11 relative over a 20,000-step
+# rollout). Every process of the session (the prewarm, the servers, the examples) inherits it,
+# so the bit-for-bit comparisons compare like with like. The default mode
 # ("balanced") is covered by the debug run of test_rollout.test_float32_and_debug_mode_agree_
 # with_float64 (f64, "balanced", equal to this session's result to 1e-12) and by the benchmarks.
 # Set SIMAD_COMPILE=balanced to run the whole suite in the default mode.
@@ -91,7 +92,7 @@ def _prewarm() -> None:
                           "simad.linearize(models.planar_chain(2), z, z, z, 0.01, 'rk4')\n")
     # two compiling processes, one per core, balanced by measured cold time (f64, compile mode
     # "fast", side by side; the CI log prints them): contact | serial + parallel linearize + rest
-    # took 69 s | 123 s, contact + rest | serial + parallel linearize 112 s | 68 s.
+    # took 69 s | 123 s, contact + rest | serial + parallel linearize 112 s | 68 s, this split 88 s | 102 s.
     # Taichi's offline cache merges their writes under a lock
     logs = [tempfile.TemporaryFile("w+") for _ in range(2)]
     t0 = time.perf_counter()
