@@ -78,6 +78,7 @@ from dataclasses import dataclass
 import numpy as np
 import taichi as ti
 
+from . import contact_adjoint as KA
 from . import contact_kernels as K
 from . import runtime
 from .errors import InputError, ModelError, NonFiniteError
@@ -87,6 +88,9 @@ from .rollout import Trajectory
 from .validate import as_array
 
 MODES = {"impulse": 0, "smooth": 1}
+# reverse of the impulse solver: "hand" (contact_adjoint, the default) or "taichi" (Taichi's reverse
+# mode of the forward kernel, 5x slower; kept as the tests' reference)
+SOLVER_ADJOINT = "hand"
 # contacts per pair, indexed by (type a, type b) with type a <= type b
 SWEEP_MAX_GEOMS = 2048  # the broad phase's pair table is ng^2 int32 (16 MiB here); above it, a scan of all pairs
 _CAPACITY = {
@@ -536,22 +540,23 @@ def _reverse(inp: _Inputs, cot, params, quality: bool):
     prev = ti.ndarray(ti.i32, (B, max(sc.nslot, 1)))
     nsw = ti.ndarray(ti.i32, (B,))
     ns, dt = sc.nslot, inp.dt
+    spread, serial = batch_mode(B)
+    types = _types(sc)
     G = np.zeros((T + 1, B), dtype)
     for t in reversed(range(T)):
         # recompute the scratch of step t, then its adjoint, stage by stage in reverse
-        K.init_kernel(X, U, prm, top, S, cnt, t, dt, nit)
-        K.broad_kernel(prm, cfg, top, S, BD, bpt, order, cand, ncand, ns, dt, nit)
+        # every stage of the step fused, one thread per env (as the forward rollout)
+        K.step_kernel(X, U, prm, cfg, top, S, cnt, BD, bpt, order, cand, ncand, ns, dt, mode, nit, toi, spread, serial,
+                      types, t)
         nc = int(ncand.to_numpy().max())  # the candidate loops' bound (the largest count over envs)
-        for ta, tb, s0, s1 in sc.groups:
-            K.detect_kernel(X, prm, cfg, top, S, cnt, cand, ncand, t, s0, s1, nc, dt, nit, mode, toi, ta, tb)
         if quality:
             K.switches_kernel(S, top, prev, nsw, sc.nslot, nit, int(t < T - 1))
-        for it in range(nit):
-            K.iter_kernel(X, prm, top, S, cnt, cand, ncand, t, nc, it, nit, mode)
-        K.post_kernel(X, prm, top, S, cand, ncand, t, nc, dt, nit, mode, toi)  # its sums W enter products (d/d mass)
         K.post_kernel.grad(X, prm, top, S, cand, ncand, t, nc, dt, nit, mode, toi)
-        for it in reversed(range(nit)):
-            K.iter_kernel.grad(X, prm, top, S, cnt, cand, ncand, t, nc, it, nit, mode)
+        if SOLVER_ADJOINT == "taichi":  # Taichi's reverse of the forward kernel (the reference in the tests)
+            for it in reversed(range(nit)):
+                K.iter_kernel.grad(X, prm, top, S, cnt, cand, ncand, t, nc, it, nit, mode)
+        else:
+            KA.iter_adjoint_kernel(prm, prm.grad, top, S, S.grad, cnt, cand, ncand, nit, spread, serial, mode)
         for ta, tb, s0, s1 in reversed(sc.groups):
             K.detect_kernel.grad(X, prm, cfg, top, S, cnt, cand, ncand, t, s0, s1, nc, dt, nit, mode, toi, ta, tb)
         K.init_kernel.grad(X, U, prm, top, S, cnt, t, dt, nit)

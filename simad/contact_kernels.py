@@ -897,6 +897,40 @@ def post_kernel(X: arr(ndim=4), prm: arr(ndim=1), top: arr(ndim=1), S: arr(ndim=
         _stage_final(X, prm, top, S, t, b, i, dt, nit)
 
 
+@ti.func
+def _step(X: ti.template(), U: ti.template(), prm: ti.template(), cfg: ti.template(), top: ti.template(),
+          S: ti.template(), cnt: ti.template(), BD: ti.template(), bpt: ti.template(), order: ti.template(),
+          cand: ti.template(), ncand: ti.template(), nslot, dt, mode: ti.template(), nit, toi: ti.template(),
+          types: ti.template(), b, t):
+    """Step t of env b, every stage in order (serial; the fused forward and the reverse pass's
+    recomputation of a step)."""
+    nb = top[1]
+    for i in range(nb):
+        _stage_init(X, U, prm, top, S, cnt, t, b, i, dt, nit)
+    for j in range(nit * nb * 6):
+        S[b, _o_dP(nb, nit) + j] = 0.0
+    _stage_broad(prm, cfg, top, S, BD, bpt, order, cand, ncand, b, nslot, dt, nit)
+    nc = ncand[b]
+    for j in range(nc):
+        cs = cand[b, j]
+        p, k, ga, gb = _slot(top, cs)
+        ta, tb = top[4 + 2 * ga], top[4 + 2 * gb]
+        for pt in ti.static(types):
+            if ta == pt[0] and tb == pt[1]:
+                _stage_detect(X, prm, cfg, top, S, cnt, t, b, cs, dt, mode, nit, toi, pt[0], pt[1])
+    for it in range(nit):
+        if ti.static(mode == 0):
+            for j in range(nc):
+                _stage_solve(X, prm, top, S, cnt, t, b, cand[b, j], it, nit)
+        for i in range(nb):
+            _stage_apply(X, prm, top, S, t, b, i, it, nit)
+    if ti.static(mode == 0 and toi):
+        for j in range(nc):
+            _stage_toi(X, prm, top, S, t, b, cand[b, j], dt, nit)
+    for i in range(nb):
+        _stage_final(X, prm, top, S, t, b, i, dt, nit)
+
+
 @ti.kernel
 def rollout_kernel(X: arr(ndim=4), U: arr(ndim=4), prm: arr(ndim=1), cfg: arr(ndim=1), top: arr(ndim=1),
                    S: arr(ndim=2), cnt: arr(ndim=2), BD: arr(ndim=2), bpt: arr(ndim=1), order: arr(ndim=2),
@@ -911,33 +945,23 @@ def rollout_kernel(X: arr(ndim=4), U: arr(ndim=4), prm: arr(ndim=1), cfg: arr(nd
         if jb % spread != 0:
             continue
         b = jb // spread
-        nb = top[1]
-        ns = nslot
         for t in range(X.shape[0] - 1):
-            for i in range(nb):
-                _stage_init(X, U, prm, top, S, cnt, t, b, i, dt, nit)
-            for j in range(nit * nb * 6):
-                S[b, _o_dP(nb, nit) + j] = 0.0
-            _stage_broad(prm, cfg, top, S, BD, bpt, order, cand, ncand, b, ns, dt, nit)
-            nc = ncand[b]
-            for j in range(nc):
-                cs = cand[b, j]
-                p, k, ga, gb = _slot(top, cs)
-                ta, tb = top[4 + 2 * ga], top[4 + 2 * gb]
-                for pt in ti.static(types):
-                    if ta == pt[0] and tb == pt[1]:
-                        _stage_detect(X, prm, cfg, top, S, cnt, t, b, cs, dt, mode, nit, toi, pt[0], pt[1])
-            for it in range(nit):
-                if ti.static(mode == 0):
-                    for j in range(nc):
-                        _stage_solve(X, prm, top, S, cnt, t, b, cand[b, j], it, nit)
-                for i in range(nb):
-                    _stage_apply(X, prm, top, S, t, b, i, it, nit)
-            if ti.static(mode == 0 and toi):
-                for j in range(nc):
-                    _stage_toi(X, prm, top, S, t, b, cand[b, j], dt, nit)
-            for i in range(nb):
-                _stage_final(X, prm, top, S, t, b, i, dt, nit)
+            _step(X, U, prm, cfg, top, S, cnt, BD, bpt, order, cand, ncand, nslot, dt, mode, nit, toi, types, b, t)
+
+
+@ti.kernel
+def step_kernel(X: arr(ndim=4), U: arr(ndim=4), prm: arr(ndim=1), cfg: arr(ndim=1), top: arr(ndim=1),
+                S: arr(ndim=2), cnt: arr(ndim=2), BD: arr(ndim=2), bpt: arr(ndim=1), order: arr(ndim=2),
+                cand: arr(ndim=2), ncand: arr(ndim=1), nslot: ti.i32, dt: float, mode: ti.template(), nit: ti.i32,
+                toi: ti.template(), spread: ti.i32, serial: ti.template(), types: ti.template(), t: ti.i32):
+    """Step t alone, all envs (the reverse pass recomputes each step's scratch S with it, then
+    runs the step's adjoint kernels)."""
+    ti.loop_config(serialize=serial)
+    for jb in range(X.shape[1] * spread):
+        if jb % spread != 0:
+            continue
+        b = jb // spread
+        _step(X, U, prm, cfg, top, S, cnt, BD, bpt, order, cand, ncand, nslot, dt, mode, nit, toi, types, b, t)
 
 
 @ti.kernel

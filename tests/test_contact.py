@@ -403,3 +403,47 @@ def test_the_sweep_finds_the_contacts_of_a_dense_pile():
     off = contact_rollout(m, q0, None, 2e-3, steps=250, contact=Contact(broad_phase=False))
     assert np.abs(on.q[0, -1] - on.q[0, 0]).max() > 0.01  # the pile fell and settled onto itself
     np.testing.assert_allclose(on.q, off.q, rtol=0, atol=1e-9)
+
+
+
+@pytest.mark.parametrize("mode", ["impulse", "smooth"])
+def test_the_hand_written_solver_adjoint_equals_taichis_reverse_mode(monkeypatch, mode):
+    """contact_adjoint (the default) against Taichi's reverse mode of the forward solver kernel,
+    on every gradient kind with random cotangents: the same derivative, to rounding. A ball
+    drops onto a tumbling, sliding box: several contacts per body (mass splitting), sticking
+    and sliding friction, impacts inside a step (time of impact), a static floor."""
+    from simad import contact as C
+
+    b = simad.ModelBuilder("ball_on_box")
+    b.add_geom(0, "plane", friction=0.6, restitution=0.3, name="floor")
+    b.add_body("ball", 0, mass=0.5, inertia=(2e-3, 2e-3, 2e-3))
+    b.add_joint("ball", "ball_free", type="free")
+    b.add_geom("ball", "sphere", size=(0.05,), friction=0.4, restitution=0.6, name="ball_g")
+    b.add_body("box", 0, mass=2.0, inertia=(1.1e-2, 1.3e-2, 1.6e-2))
+    b.add_joint("box", "box_free", type="free")
+    b.add_geom("box", "box", size=(0.12, 0.1, 0.08), friction=0.5, restitution=0.2, name="box_g")
+    m = b.finalize()
+    B, T, dt = 2, 150, 2e-3
+    rng = np.random.default_rng(3)
+    tilt = np.array([0.99, 0.08, 0.1, 0.03])
+    q0 = np.tile(np.concatenate([pose(0.03, 0.01, 0.3), np.r_[0.0, 0.0, 0.12, tilt / np.linalg.norm(tilt)]]), (B, 1))
+    q0[1, :3] += 0.004
+    qd0 = np.tile([0.3, 0.0, -1.5, 0.0, 2.0, 0.0, 0.6, 0.1, -0.3, 0.5, -1.0, 0.8], (B, 1))
+    u = rng.normal(scale=0.5, size=(B, T, 2, 6))
+    qbar = rng.normal(size=(B, T + 1, m.nq))
+    vbar = rng.normal(size=(B, T + 1, m.nv))
+    opts = Contact(mode=mode)
+    got = {}
+    for which in ("taichi", "hand"):
+        monkeypatch.setattr(C, "SOLVER_ADJOINT", which)
+        got[which] = contact_vjp(m, q0, qd0, dt, qbar, vbar, steps=T, controls=u, contact=opts,
+                                 params=list(C.CONTACT_PARAMS))
+    ref, g = got["taichi"], got["hand"]
+    assert ref.quality.mode_switches.min() >= 4  # contacts came and went
+    for name in ("q0", "qd0", "controls"):
+        a, b_ = getattr(ref, name), getattr(g, name)
+        assert np.abs(a).max() > 0
+        np.testing.assert_allclose(b_, a, rtol=0, atol=1e-11 * np.abs(a).max(), err_msg=name)
+    for name, a in ref.params.items():
+        np.testing.assert_allclose(g.params[name], a, rtol=0, atol=1e-11 * max(np.abs(a).max(), 1e-300), err_msg=name)
+    assert np.abs(ref.params["geom_friction"]).max() > 0  # the friction cone was active
