@@ -417,6 +417,8 @@ def _scratch_size(inp: _Inputs) -> int:
 
 def _check(X: np.ndarray, T_offset: int = 0):
     """Raises NonFiniteError at the first env/step whose state is non-finite or blew up."""
+    if X.size == 0 or (X.max() <= MAX_SPEED and X.min() >= -MAX_SPEED):  # NaN fails both tests
+        return
     bad = ~np.isfinite(X) | (np.abs(X) > MAX_SPEED)
     if bad.any():
         t, b = np.argwhere(bad.any(axis=(2, 3)))[np.argmin(np.argwhere(bad.any(axis=(2, 3)))[:, 0])][:2]
@@ -523,17 +525,23 @@ def _reverse(inp: _Inputs, cot, params, quality: bool):
     bpt.from_numpy(sc.bpt)
     order = ti.ndarray(ti.i32, (B, m.ngeom))
     order.from_numpy(np.ascontiguousarray(np.tile(np.arange(m.ngeom, dtype=np.int32), (B, 1))))
-    Q = _nd((B, T + 1, m.nq), tf)
-    QD = _nd((B, T + 1, m.nv), tf)
 
     # forward: fused kernel on numpy copies (fast), then the recorded states into X
     Xn = _forward_numpy(inp)
     X.from_numpy(Xn)
     qn, qdn = _unpack_numpy(inp, Xn)
     qbar, vbar, value = cot(qn, qdn)
-    Q.grad.from_numpy(np.asarray(qbar, dtype))
-    QD.grad.from_numpy(np.asarray(vbar, dtype))
-    K.unpack_kernel.grad(X, prm, top, Q, QD)
+    PG = ti.ndarray(tf, (B, prm_np.shape[0]))  # per-env parameter cotangents of the hand-written adjoints
+    PG.fill(0)
+    hand = SOLVER_ADJOINT != "taichi"
+    if hand:
+        KA.unpack_adjoint_kernel(X, X.grad, prm, PG, top, np.ascontiguousarray(qbar, dtype),
+                                 np.ascontiguousarray(vbar, dtype))
+    else:
+        Q, QD = _nd((B, T + 1, m.nq), tf), _nd((B, T + 1, m.nv), tf)
+        Q.grad.from_numpy(np.asarray(qbar, dtype))
+        QD.grad.from_numpy(np.asarray(vbar, dtype))
+        K.unpack_kernel.grad(X, prm, top, Q, QD)
     switches = np.zeros(B, np.int64)
     growth = np.zeros(B)
     growth_step = np.full(B, -1, np.int64)
@@ -543,25 +551,33 @@ def _reverse(inp: _Inputs, cot, params, quality: bool):
     spread, serial = batch_mode(B)
     types = _types(sc)
     G = np.zeros((T + 1, B), dtype)
+    Gt = ti.ndarray(tf, (T + 1, B))
+    Gt.fill(0)
+    qual = int(quality)
     for t in reversed(range(T)):
         # recompute the scratch of step t, then its adjoint, stage by stage in reverse
-        # every stage of the step fused, one thread per env (as the forward rollout)
-        K.step_kernel(X, U, prm, cfg, top, S, cnt, BD, bpt, order, cand, ncand, ns, dt, mode, nit, toi, spread, serial,
-                      types, t)
+        if hand:  # step t + 1's free motion, step t recomputed, its last stages and solver reversed: one launch
+            KA.step_adjoint_kernel(X, X.grad, U, U.grad, prm, PG, cfg, top, S, S.grad, cnt, BD, bpt, order, cand, ncand,
+                                   prev, nsw, Gt, ns, dt, mode, nit, toi, spread, serial, types, t, qual)
+        else:  # Taichi's reverse mode of the forward kernels (the tests' reference)
+            K.step_kernel(X, U, prm, cfg, top, S, cnt, BD, bpt, order, cand, ncand, ns, dt, mode, nit, toi, spread,
+                          serial, types, t)
+            if quality:
+                K.switches_kernel(S, top, prev, nsw, sc.nslot, nit, int(t < T - 1))
         nc = int(ncand.to_numpy().max())  # the candidate loops' bound (the largest count over envs)
-        if quality:
-            K.switches_kernel(S, top, prev, nsw, sc.nslot, nit, int(t < T - 1))
-        K.post_kernel.grad(X, prm, top, S, cand, ncand, t, nc, dt, nit, mode, toi)
-        if SOLVER_ADJOINT == "taichi":  # Taichi's reverse of the forward kernel (the reference in the tests)
+        if not hand:
+            K.post_kernel.grad(X, prm, top, S, cand, ncand, t, nc, dt, nit, mode, toi)
             for it in reversed(range(nit)):
                 K.iter_kernel.grad(X, prm, top, S, cnt, cand, ncand, t, nc, it, nit, mode)
-        else:
-            KA.iter_adjoint_kernel(prm, prm.grad, top, S, S.grad, cnt, cand, ncand, nit, spread, serial, mode)
         for ta, tb, s0, s1 in reversed(sc.groups):
             K.detect_kernel.grad(X, prm, cfg, top, S, cnt, cand, ncand, t, s0, s1, nc, dt, nit, mode, toi, ta, tb)
-        K.init_kernel.grad(X, U, prm, top, S, cnt, t, dt, nit)
-        if quality:
-            K.adjoint_norm_kernel(X.grad, G, t)
+        if not hand:
+            K.init_kernel.grad(X, U, prm, top, S, cnt, t, dt, nit)
+            if quality:
+                K.adjoint_norm_kernel(X.grad, G, t)
+    if hand and T > 0:
+        KA.init_adjoint_kernel(X, X.grad, U, U.grad, prm, PG, top, S.grad, Gt, dt, nit, 0, qual)
+        G = Gt.to_numpy()
     K.pack_kernel.grad(q0, qd0, prm, top, X)
     if quality:
         norms = G  # (T+1, B): |adjoint of state t| once step t's adjoint is complete
@@ -572,7 +588,7 @@ def _reverse(inp: _Inputs, cot, params, quality: bool):
         switches = nsw.to_numpy().astype(np.int64)
     gq0, gqd0 = q0.grad.to_numpy().astype(np.float64), qd0.grad.to_numpy().astype(np.float64)
     gu = np.swapaxes(U.grad.to_numpy(), 0, 1).astype(np.float64)
-    gp = _split_params(m, sc, prm.grad.to_numpy().astype(np.float64), names)
+    gp = _split_params(m, sc, (prm.grad.to_numpy() + PG.to_numpy().sum(axis=0)).astype(np.float64), names)
     for name, a in (("q0", gq0), ("qd0", gqd0), ("controls", gu)):
         if not np.all(np.isfinite(a)):
             env = int(np.argwhere(~np.isfinite(a))[0][0])

@@ -26,8 +26,30 @@ finite differences.
 
 import taichi as ti
 
-from .contact_kernels import (DW, SLIP_EPS, TINY, _body_mass, _body_or_zero, _coef, _o_C, _o_D, _o_dP, _o_L, _slot,
-                              _tangent, _v6, arr)
+from .contact_kernels import (
+    CW,
+    DW,
+    SLIP_EPS,
+    TINY,
+    _body_mass,
+    _body_or_zero,
+    _body_raw,
+    _coef,
+    _com_of,
+    _o_C,
+    _o_D,
+    _o_dP,
+    _o_L,
+    _o_slots,
+    _o_W,
+    _rot,
+    _slot,
+    _step,
+    _tangent,
+    _v6,
+    _x13,
+    arr,
+)
 
 
 @ti.func
@@ -88,14 +110,14 @@ def _apply_adj(S: ti.template(), Sg: ti.template(), top: ti.template(), b, i, it
 
 
 @ti.func
-def _solve_adj(S: ti.template(), Sg: ti.template(), prm: ti.template(), prmg: ti.template(), top: ti.template(),
+def _solve_adj(S: ti.template(), Sg: ti.template(), prm: ti.template(), PG: ti.template(), top: ti.template(),
                cnt: ti.template(), b, cs, it, nit):
     """Reverse of ``_stage_solve`` for contact slot cs at iteration it (same forward, recomputed)."""
     nb, ng, P, K = top[1], top[0], top[2], top[3]
     p, k, ga, gb = _slot(top, cs)
     ba, bb = top[5 + 2 * ga], top[5 + 2 * gb]
     oV = it * nb * 6
-    oc = _o_C(nb, nit) + (p * K + k) * CW_
+    oc = _o_C(nb, nit) + (p * K + k) * CW
     ol = _o_L(nb, nit, P, K) + ((it * P + p) * K + k) * 4
     ol1 = ol + P * K * 4
     l1bar = ti.Vector([Sg[b, ol1 + c] for c in ti.static(range(4))])
@@ -250,28 +272,300 @@ def _solve_adj(S: ti.template(), Sg: ti.template(), prm: ti.template(), prmg: ti
         if mubar != 0.0:  # mu = sqrt(f_a f_b + TINY^2)
             of = nb * 13 + ng * 3
             fa, fb = prm[of + ga], prm[of + gb]
-            ti.atomic_add(prmg[of + ga], mubar * fb / (2.0 * mu))
-            ti.atomic_add(prmg[of + gb], mubar * fa / (2.0 * mu))
+            PG[b, of + ga] = PG[b, of + ga] + mubar * fb / (2.0 * mu)
+            PG[b, of + gb] = PG[b, of + gb] + mubar * fa / (2.0 * mu)
 
 
-CW_ = 10  # floats per contact record (contact_kernels.CW); a module constant, as Taichi wants
+
+@ti.func
+def _final_adj(X: ti.template(), Xg: ti.template(), S: ti.template(), Sg: ti.template(), top: ti.template(), t, b, i,
+               dt, nit):
+    """Reverse of ``_stage_final`` for body i: consumes (and zeroes) the cotangent of X[t + 1]."""
+    nb = top[1]
+    im, Iw, x = _body_mass(S, top, b, i, nit)
+    q = ti.Vector([X[t, b, i, 3 + c] for c in ti.static(range(4))])
+    o = (nit * nb + i) * 6
+    wf = ti.Vector([S[b, o + 3 + c] for c in ti.static(range(3))])
+    ow = _o_W(nb, nit) + 6 * i
+    Wl = ti.Vector([S[b, ow + c] for c in ti.static(range(3))])
+    Wa = ti.Vector([S[b, ow + 3 + c] for c in ti.static(range(3))])
+    th = dt * wf - Iw @ Wa
+    qv = ti.Vector([q[1], q[2], q[3]])
+    dv = q[0] * th + th.cross(qv)
+    dq = 0.5 * ti.Vector([-th.dot(qv), dv[0], dv[1], dv[2]])
+    q1u = q + dq
+    nq = ti.sqrt(q1u.dot(q1u))
+    q1 = q1u / nq
+    x1bar = ti.Vector([Xg[t + 1, b, i, c] for c in ti.static(range(3))])
+    q1bar = ti.Vector([Xg[t + 1, b, i, 3 + c] for c in ti.static(range(4))])
+    vfbar = ti.Vector([Xg[t + 1, b, i, 7 + c] for c in ti.static(range(3))])
+    wfbar = ti.Vector([Xg[t + 1, b, i, 10 + c] for c in ti.static(range(3))])
+    for c in ti.static(range(13)):
+        Xg[t + 1, b, i, c] = 0.0
+    qubar = (q1bar - q1 * q1.dot(q1bar)) / nq  # q1 = q1u / |q1u|
+    gw = 0.5 * qubar[0]
+    gv = 0.5 * ti.Vector([qubar[1], qubar[2], qubar[3]])
+    thbar = -gw * qv + q[0] * gv + qv.cross(gv)  # dq = 0.5 (-th . qv, q_w th + th x qv)
+    qwbar = qubar[0] + th.dot(gv)
+    qvbar = ti.Vector([qubar[1], qubar[2], qubar[3]]) - gw * th + gv.cross(th)
+    Xg[t, b, i, 3] = Xg[t, b, i, 3] + qwbar
+    for c in ti.static(range(3)):
+        Xg[t, b, i, 4 + c] = Xg[t, b, i, 4 + c] + qvbar[c]
+    vfbar += dt * x1bar  # x1 = x + dt vf - im Wl
+    wfbar += dt * thbar  # th = dt wf - Iw Wa
+    _add(Sg, b, o, vfbar)
+    _add(Sg, b, o + 3, wfbar)
+    _add(Sg, b, ow, -im * x1bar)
+    _add(Sg, b, ow + 3, -(Iw.transpose() @ thbar))
+    _body_adj(Sg, top, b, i, nit, -Wl.dot(x1bar), -thbar.outer_product(Wa), x1bar)
+
+
+@ti.func
+def _toi_adj(X: ti.template(), Xg: ti.template(), S: ti.template(), Sg: ti.template(), top: ti.template(), t, b, cs,
+             dt, nit):
+    """Reverse of ``_stage_toi`` for contact slot cs (the time-of-impact sums W)."""
+    nb, P, K = top[1], top[2], top[3]
+    p, k, ga, gb = _slot(top, cs)
+    ba, bb = top[5 + 2 * ga], top[5 + 2 * gb]
+    oc = _o_C(nb, nit) + (p * K + k) * CW
+    gap = S[b, oc + 1]
+    vn = S[b, oc + 8]
+    if S[b, oc] > 0.5 and gap > 0.0 and gap < -vn * dt:
+        zero3 = ti.Vector([0.0, 0.0, 0.0])
+        toi = gap / (-vn)
+        ol = _o_L(nb, nit, P, K) + ((nit * P + p) * K + k) * 4
+        n = ti.Vector([S[b, oc + 2 + c] for c in ti.static(range(3))])
+        point = ti.Vector([S[b, oc + 5 + c] for c in ti.static(range(3))])
+        ln = S[b, ol]
+        J = ln * n + ti.Vector([S[b, ol + 1 + c] for c in ti.static(range(3))])
+        Jt = toi * J
+        ow = _o_W(nb, nit)
+        Jtbar = zero3
+        pointbar = zero3
+        if bb >= 0:
+            xb = _com_of(X, t, b, bb)
+            gl = ti.Vector([Sg[b, ow + 6 * bb + c] for c in ti.static(range(3))])
+            gw = ti.Vector([Sg[b, ow + 6 * bb + 3 + c] for c in ti.static(range(3))])
+            Jtbar += gl + gw.cross(point - xb)
+            rbar = Jt.cross(gw)
+            pointbar += rbar
+            for c in ti.static(range(3)):
+                Xg[t, b, bb, c] = Xg[t, b, bb, c] - rbar[c]
+        if ba >= 0:
+            xa = _com_of(X, t, b, ba)
+            gl = ti.Vector([Sg[b, ow + 6 * ba + c] for c in ti.static(range(3))])
+            gw = ti.Vector([Sg[b, ow + 6 * ba + 3 + c] for c in ti.static(range(3))])
+            Jtbar -= gl + gw.cross(point - xa)
+            rbar = -Jt.cross(gw)
+            pointbar += rbar
+            for c in ti.static(range(3)):
+                Xg[t, b, ba, c] = Xg[t, b, ba, c] - rbar[c]
+        toibar = J.dot(Jtbar)
+        Jbar = toi * Jtbar
+        Sg[b, ol] = Sg[b, ol] + Jbar.dot(n)
+        _add(Sg, b, ol + 1, Jbar)
+        _add(Sg, b, oc + 2, ln * Jbar)
+        _add(Sg, b, oc + 5, pointbar)
+        Sg[b, oc + 1] = Sg[b, oc + 1] - toibar / vn  # toi = gap / (-vn)
+        Sg[b, oc + 8] = Sg[b, oc + 8] + toibar * gap / (vn * vn)
+
+
+@ti.func
+def _drot_T(q, G):
+    """Cotangent of q for R = _rot(q) (q not normalised) given the cotangent G of R."""
+    w, x, y, z = q[0], q[1], q[2], q[3]
+    gw = 2.0 * (-z * G[0, 1] + y * G[0, 2] + z * G[1, 0] - x * G[1, 2] - y * G[2, 0] + x * G[2, 1])
+    gx = 2.0 * (y * G[0, 1] + z * G[0, 2] + y * G[1, 0] - 2.0 * x * G[1, 1] - w * G[1, 2] + z * G[2, 0]
+                + w * G[2, 1] - 2.0 * x * G[2, 2])
+    gy = 2.0 * (-2.0 * y * G[0, 0] + x * G[0, 1] + w * G[0, 2] + x * G[1, 0] + z * G[1, 2] - w * G[2, 0]
+                + z * G[2, 1] - 2.0 * y * G[2, 2])
+    gz = 2.0 * (-2.0 * z * G[0, 0] - w * G[0, 1] + x * G[0, 2] + w * G[1, 0] - 2.0 * z * G[1, 1] + y * G[1, 2]
+                + x * G[2, 0] + y * G[2, 1])
+    return ti.Vector([gw, gx, gy, gz])
+
+
+@ti.func
+def _init_adj(X: ti.template(), Xg: ti.template(), U: ti.template(), Ug: ti.template(), prm: ti.template(),
+              PG: ti.template(), top: ti.template(), Sg: ti.template(), t, b, i, dt, nit):
+    """Reverse of ``_stage_init`` for body i at step t: consumes (and zeroes) the cotangents of
+    the body data D and of V[0]; zeroes those of the sums W and dP (stored as zeros)."""
+    nb, ng = top[1], top[0]
+    x, R, v, w, im, Ibi, com, Ib = _body_raw(prm, top, X, t, b, i)
+    q = ti.Vector([X[t, b, i, 3 + c] for c in ti.static(range(4))])
+    od = _o_D(nb, nit, top[2], top[3]) + DW * i
+    imbar = Sg[b, od]
+    Iwbar = ti.Matrix([[Sg[b, od + 1 + 3 * r + c] for c in ti.static(range(3))] for r in ti.static(range(3))])
+    Rbar = ti.Matrix([[Sg[b, od + 10 + 3 * r + c] for c in ti.static(range(3))] for r in ti.static(range(3))])
+    xbar = ti.Vector([Sg[b, od + 19 + c] for c in ti.static(range(3))])
+    v1bar = ti.Vector([Sg[b, 6 * i + c] for c in ti.static(range(3))])
+    w1bar = ti.Vector([Sg[b, 6 * i + 3 + c] for c in ti.static(range(3))])
+    for c in ti.static(range(DW)):
+        Sg[b, od + c] = 0.0
+    for c in ti.static(range(6)):
+        Sg[b, 6 * i + c] = 0.0
+        Sg[b, _o_W(nb, nit) + 6 * i + c] = 0.0
+    for it in range(nit):
+        for c in ti.static(range(6)):
+            Sg[b, _o_dP(nb, nit) + (it * nb + i) * 6 + c] = 0.0
+    f = ti.Vector([U[t, b, i, c] for c in ti.static(range(3))])
+    tau = ti.Vector([U[t, b, i, 3 + c] for c in ti.static(range(3))])
+    wb = R.transpose() @ w
+    h = Ib @ wb
+    cvec = R.transpose() @ tau - wb.cross(h)
+    a = Ibi @ cvec
+    # v1 = v + dt (g + f im)
+    vbar = v1bar
+    og = nb * 13 + ng * 5
+    for c in ti.static(range(3)):
+        PG[b, og + c] = PG[b, og + c] + dt * v1bar[c]
+        Ug[t, b, i, c] = Ug[t, b, i, c] + dt * im * v1bar[c]
+    imbar += dt * f.dot(v1bar)
+    # w1 = w + dt R a, a = Ib^-1 c, c = R^T tau - wb x (Ib wb), wb = R^T w
+    wbar = w1bar
+    Rbar += dt * w1bar.outer_product(a)
+    abar = dt * (R.transpose() @ w1bar)
+    Ibibar = abar.outer_product(cvec)
+    cbar = Ibi.transpose() @ abar
+    Rbar += tau.outer_product(cbar)
+    taubar = R @ cbar
+    wbbar = -h.cross(cbar)  # y = wb x h enters with a minus sign
+    hbar = -cbar.cross(wb)
+    Ibbar = hbar.outer_product(wb)
+    wbbar += Ib.transpose() @ hbar
+    Rbar += w.outer_product(wbbar)
+    wbar += R @ wbbar
+    # Iw = R Ib^-1 R^T
+    Rbar += Iwbar @ R @ Ibi.transpose() + Iwbar.transpose() @ R @ Ibi
+    Ibibar += R.transpose() @ Iwbar @ R
+    qbar = _drot_T(q, Rbar)
+    for c in ti.static(range(3)):
+        Ug[t, b, i, 3 + c] = Ug[t, b, i, 3 + c] + taubar[c]
+        Xg[t, b, i, c] = Xg[t, b, i, c] + xbar[c]
+        Xg[t, b, i, 7 + c] = Xg[t, b, i, 7 + c] + vbar[c]
+        Xg[t, b, i, 10 + c] = Xg[t, b, i, 10 + c] + wbar[c]
+    for c in ti.static(range(4)):
+        Xg[t, b, i, 3 + c] = Xg[t, b, i, 3 + c] + qbar[c]
+    PG[b, i] = PG[b, i] - imbar * im * im  # im = 1 / m
+    oi = nb * 13 + ng * 5 + 3 + 9 * i
+    for r, c in ti.static(ti.ndrange(3, 3)):
+        PG[b, nb + 9 * i + 3 * r + c] = PG[b, nb + 9 * i + 3 * r + c] + Ibbar[r, c]
+        PG[b, oi + 3 * r + c] = PG[b, oi + 3 * r + c] + Ibibar[r, c]
+
+
+@ti.func
+def _adjoint_norm(Xg: ti.template(), t, b, nb):
+    acc = 0.0
+    for i in range(nb):
+        for c in ti.static(range(13)):
+            acc += Xg[t, b, i, c] ** 2
+    return ti.sqrt(acc)
+
+
+@ti.func
+def _solver_adj(S: ti.template(), Sg: ti.template(), PG: ti.template(), top: ti.template(), cnt: ti.template(),
+                cand: ti.template(), ncand: ti.template(), b, nit, mode: ti.template(), prm: ti.template()):
+    for r in range(nit):
+        it = nit - 1 - r
+        for i in range(top[1]):
+            _apply_adj(S, Sg, top, b, i, it, nit)
+        if ti.static(mode == 0):
+            for j in range(ncand[b]):
+                _solve_adj(S, Sg, prm, PG, top, cnt, b, cand[b, j], it, nit)
 
 
 @ti.kernel
-def iter_adjoint_kernel(prm: arr(ndim=1), prmg: arr(ndim=1), top: arr(ndim=1), S: arr(ndim=2), Sg: arr(ndim=2),
-                        cnt: arr(ndim=2), cand: arr(ndim=2), ncand: arr(ndim=1), nit: ti.i32, spread: ti.i32,
-                        serial: ti.template(), mode: ti.template()):
-    """Reverse of the ``nit`` solver iterations (``iter_kernel`` for it = nit - 1 .. 0) of the
-    step whose forward S holds. prmg, Sg: prm.grad, S.grad. One thread per env."""
+def step_adjoint_kernel(X: arr(ndim=4), Xg: arr(ndim=4), U: arr(ndim=4), Ug: arr(ndim=4), prm: arr(ndim=1),
+                        PG: arr(ndim=2), cfg: arr(ndim=1), top: arr(ndim=1), S: arr(ndim=2), Sg: arr(ndim=2),
+                        cnt: arr(ndim=2), BD: arr(ndim=2), bpt: arr(ndim=1), order: arr(ndim=2), cand: arr(ndim=2),
+                        ncand: arr(ndim=1), prev: arr(ndim=2), nsw: arr(ndim=1), G: arr(ndim=2), nslot: ti.i32,
+                        dt: float, mode: ti.template(), nit: ti.i32, toi: ti.template(), spread: ti.i32,
+                        serial: ti.template(), types: ti.template(), t: ti.i32, quality: ti.i32):
+    """The reverse of step t, per env on one thread, minus the narrow phase's:
+      1. the free motion of step t + 1 (its narrow phase's reverse ran last: Taichi's
+         ``detect_kernel.grad``), then, with ``quality``, G[t + 1, b] = |adjoint of X[t + 1]|;
+      2. step t recomputed (scratch S, as the forward) and, with ``quality``, its contact flags
+         compared with step t + 1's (mode switches into nsw, flags kept in prev);
+      3. the positions and time-of-impact sums, then the ``nit`` solver iterations, reversed.
+    Xg, Ug, Sg: X.grad, U.grad, S.grad; PG (B, nprm): per-env parameter cotangents (summed on
+    the host). ``init_adjoint_kernel`` does step 0's free motion at the end."""
     ti.loop_config(serialize=serial)
-    for jb in range(S.shape[0] * spread):  # see runtime.spread
+    for jb in range(X.shape[1] * spread):  # see runtime.spread
         if jb % spread != 0:
             continue
         b = jb // spread
-        for r in range(nit):
-            it = nit - 1 - r
-            for i in range(top[1]):
-                _apply_adj(S, Sg, top, b, i, it, nit)
-            if ti.static(mode == 0):
-                for j in range(ncand[b]):
-                    _solve_adj(S, Sg, prm, prmg, top, cnt, b, cand[b, j], it, nit)
+        nb = top[1]
+        last = t + 1 == X.shape[0] - 1
+        if not last:
+            for i in range(nb):
+                _init_adj(X, Xg, U, Ug, prm, PG, top, Sg, t + 1, b, i, dt, nit)
+            if quality == 1:
+                G[t + 1, b] = _adjoint_norm(Xg, t + 1, b, nb)
+        _step(X, U, prm, cfg, top, S, cnt, BD, bpt, order, cand, ncand, nslot, dt, mode, nit, toi, types, b, t)
+        if quality == 1:
+            K = top[3]
+            for cs in range(nslot):
+                ocs = _o_slots(top) + 2 * cs
+                a = 1 if S[b, _o_C(nb, nit) + (top[ocs] * K + top[ocs + 1]) * CW] > 0.5 else 0
+                if a != prev[b, cs] and not last:
+                    nsw[b] += 1
+                prev[b, cs] = a
+        for i in range(nb):
+            _final_adj(X, Xg, S, Sg, top, t, b, i, dt, nit)
+        if ti.static(mode == 0 and toi):
+            for j in range(ncand[b]):
+                _toi_adj(X, Xg, S, Sg, top, t, b, cand[b, j], dt, nit)
+        _solver_adj(S, Sg, PG, top, cnt, cand, ncand, b, nit, mode, prm)
+
+
+@ti.kernel
+def init_adjoint_kernel(X: arr(ndim=4), Xg: arr(ndim=4), U: arr(ndim=4), Ug: arr(ndim=4), prm: arr(ndim=1),
+                        PG: arr(ndim=2), top: arr(ndim=1), Sg: arr(ndim=2), G: arr(ndim=2), dt: float, nit: ti.i32,
+                        t: ti.i32, quality: ti.i32):
+    """The free motion's reverse of step t alone (step 0, after the last narrow phase's)."""
+    for b in range(X.shape[1]):
+        for i in range(top[1]):
+            _init_adj(X, Xg, U, Ug, prm, PG, top, Sg, t, b, i, dt, nit)
+        if quality == 1:
+            G[t, b] = _adjoint_norm(Xg, t, b, top[1])
+
+
+@ti.kernel
+def unpack_adjoint_kernel(X: arr(ndim=4), Xg: arr(ndim=4), prm: arr(ndim=1), PG: arr(ndim=2), top: arr(ndim=1),
+                          Qg: arr(ndim=3), QDg: arr(ndim=3)):
+    """Reverse of ``unpack_kernel``: the cotangents Qg (B, T+1, nq), QDg (B, T+1, nv) of the model
+    coordinates into Xg (accumulated) and the COM offsets' into PG. One thread per (env, body)."""
+    for b, i in ti.ndrange(X.shape[1], X.shape[2]):
+        ng, nb, P = top[0], top[1], top[2]
+        oa = 4 + 2 * ng + 3 * P + 2 * i
+        qa, va = top[oa], top[oa + 1]
+        oc = nb * 10 + 3 * i
+        com = ti.Vector([prm[oc + c] for c in ti.static(range(3))])
+        combar = ti.Vector([0.0, 0.0, 0.0])
+        for t in range(X.shape[0]):
+            x, q, v, w = _x13(X, t, b, i)
+            R = _rot(q)
+            wb = R.transpose() @ w
+            pbar = ti.Vector([Qg[b, t, qa + c] for c in ti.static(range(3))])
+            q4bar = ti.Vector([Qg[b, t, qa + 3 + c] for c in ti.static(range(4))])
+            vbbar = ti.Vector([QDg[b, t, va + c] for c in ti.static(range(3))])
+            wbbar = ti.Vector([QDg[b, t, va + 3 + c] for c in ti.static(range(3))])
+            # p = x - R com
+            Rbar = -pbar.outer_product(com)
+            combar -= R.transpose() @ pbar
+            # vb = R^T v - wb x com
+            Rbar += v.outer_product(vbbar)
+            wbbar -= com.cross(vbbar)
+            combar -= vbbar.cross(wb)
+            # wb = R^T w
+            Rbar += w.outer_product(wbbar)
+            qbar = q4bar + _drot_T(q, Rbar)
+            vbar = R @ vbbar
+            wbar = R @ wbbar
+            for c in ti.static(range(3)):
+                Xg[t, b, i, c] = Xg[t, b, i, c] + pbar[c]
+                Xg[t, b, i, 7 + c] = Xg[t, b, i, 7 + c] + vbar[c]
+                Xg[t, b, i, 10 + c] = Xg[t, b, i, 10 + c] + wbar[c]
+            for c in ti.static(range(4)):
+                Xg[t, b, i, 3 + c] = Xg[t, b, i, 3 + c] + qbar[c]
+        for c in ti.static(range(3)):
+            PG[b, oc + c] = PG[b, oc + c] + combar[c]

@@ -407,9 +407,10 @@ def test_the_sweep_finds_the_contacts_of_a_dense_pile():
 
 
 @pytest.mark.parametrize("mode", ["impulse", "smooth"])
-def test_the_hand_written_solver_adjoint_equals_taichis_reverse_mode(monkeypatch, mode):
-    """contact_adjoint (the default) against Taichi's reverse mode of the forward solver kernel,
-    on every gradient kind with random cotangents: the same derivative, to rounding. A ball
+def test_the_hand_written_adjoint_equals_taichis_reverse_mode(monkeypatch, mode):
+    """contact_adjoint (the default: free motion, solver, time of impact and positions by hand)
+    against Taichi's reverse mode of the forward stage kernels, on every gradient kind with
+    random cotangents and the quality report: the same derivative, to rounding. A ball
     drops onto a tumbling, sliding box: several contacts per body (mass splitting), sticking
     and sliding friction, impacts inside a step (time of impact), a static floor."""
     from simad import contact as C
@@ -440,6 +441,9 @@ def test_the_hand_written_solver_adjoint_equals_taichis_reverse_mode(monkeypatch
                                  params=list(C.CONTACT_PARAMS))
     ref, g = got["taichi"], got["hand"]
     assert ref.quality.mode_switches.min() >= 4  # contacts came and went
+    np.testing.assert_array_equal(g.quality.mode_switches, ref.quality.mode_switches)
+    np.testing.assert_allclose(g.quality.max_growth, ref.quality.max_growth, rtol=1e-9)
+    np.testing.assert_array_equal(g.quality.max_growth_step, ref.quality.max_growth_step)
     for name in ("q0", "qd0", "controls"):
         a, b_ = getattr(ref, name), getattr(g, name)
         assert np.abs(a).max() > 0
