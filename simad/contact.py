@@ -554,30 +554,25 @@ def _reverse(inp: _Inputs, cot, params, quality: bool):
     Gt = ti.ndarray(tf, (T + 1, B))
     Gt.fill(0)
     qual = int(quality)
-    for t in reversed(range(T)):
-        # recompute the scratch of step t, then its adjoint, stage by stage in reverse
-        if hand:  # step t + 1's free motion, step t recomputed, its last stages and solver reversed: one launch
-            KA.step_adjoint_kernel(X, X.grad, U, U.grad, prm, PG, cfg, top, S, S.grad, cnt, BD, bpt, order, cand, ncand,
-                                   prev, nsw, Gt, ns, dt, mode, nit, toi, spread, serial, types, t, qual)
-        else:  # Taichi's reverse mode of the forward kernels (the tests' reference)
-            K.step_kernel(X, U, prm, cfg, top, S, cnt, BD, bpt, order, cand, ncand, ns, dt, mode, nit, toi, spread,
-                          serial, types, t)
-            if quality:
-                K.switches_kernel(S, top, prev, nsw, sc.nslot, nit, int(t < T - 1))
+    if hand:  # every step recomputed and reversed, one thread per env, one launch
+        KA.reverse_kernel(X, X.grad, U, U.grad, prm, PG, cfg, top, S, S.grad, cnt, BD, bpt, order, cand, ncand, prev,
+                          nsw, Gt, ns, dt, mode, nit, toi, spread, serial, types, qual)
+        G = Gt.to_numpy()
+    for t in (reversed(range(T)) if not hand else ()):
+        # Taichi's reverse mode of the forward's stage kernels, step by step (the tests' reference)
+        K.step_kernel(X, U, prm, cfg, top, S, cnt, BD, bpt, order, cand, ncand, ns, dt, mode, nit, toi, spread,
+                      serial, types, t)
+        if quality:
+            K.switches_kernel(S, top, prev, nsw, sc.nslot, nit, int(t < T - 1))
         nc = int(ncand.to_numpy().max())  # the candidate loops' bound (the largest count over envs)
-        if not hand:
-            K.post_kernel.grad(X, prm, top, S, cand, ncand, t, nc, dt, nit, mode, toi)
-            for it in reversed(range(nit)):
-                K.iter_kernel.grad(X, prm, top, S, cnt, cand, ncand, t, nc, it, nit, mode)
+        K.post_kernel.grad(X, prm, top, S, cand, ncand, t, nc, dt, nit, mode, toi)
+        for it in reversed(range(nit)):
+            K.iter_kernel.grad(X, prm, top, S, cnt, cand, ncand, t, nc, it, nit, mode)
         for ta, tb, s0, s1 in reversed(sc.groups):
             K.detect_kernel.grad(X, prm, cfg, top, S, cnt, cand, ncand, t, s0, s1, nc, dt, nit, mode, toi, ta, tb)
-        if not hand:
-            K.init_kernel.grad(X, U, prm, top, S, cnt, t, dt, nit)
-            if quality:
-                K.adjoint_norm_kernel(X.grad, G, t)
-    if hand and T > 0:
-        KA.init_adjoint_kernel(X, X.grad, U, U.grad, prm, PG, top, S.grad, Gt, dt, nit, 0, qual)
-        G = Gt.to_numpy()
+        K.init_kernel.grad(X, U, prm, top, S, cnt, t, dt, nit)
+        if quality:
+            K.adjoint_norm_kernel(X.grad, G, t)
     K.pack_kernel.grad(q0, qd0, prm, top, X)
     if quality:
         norms = G  # (T+1, B): |adjoint of state t| once step t's adjoint is complete
