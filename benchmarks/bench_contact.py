@@ -17,7 +17,7 @@ Scenes (f64, dt = 1e-3, no applied forces):
     contacts stiffened to solref 2 ms (with the defaults the cue ball sinks up to 5 cm into the
     apex ball); the engines take turns, the fastest of 4 calls (--quick 3). The gradient
     (``contact_vjp`` with a cotangent on the balls' final x, y) for a shorter T (T = 250,
-    --quick 50: reverse mode runs ~1k env-steps/s here) and its time over the forward rollout
+    --quick 50: the gradient runs ~5k env-steps/s here) and its time over the forward rollout
     of the same (B, T) (fastest of 2 gradient and 3 forward calls). Sanity figures: the
     deepest penetration seen in each engine, touching pairs at the end. Memory: simad's
     forward, the peak of the numpy buffers of one call (tracemalloc: the states and the

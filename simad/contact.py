@@ -58,7 +58,7 @@ One step (dt), all envs in parallel:
 5. positions: x' = x + dt v' (with the toi correction above), q' = normalize(q + dt/2 w' (x) q).
 
 Pair coefficients combine the two geoms' values like Box2D: friction sqrt(mu_a mu_b),
-restitution max(e_a, e_b) (the gradient goes to the larger one).
+restitution max(e_a, e_b) (the gradient goes to the larger one; on a tie, to geom b's).
 
 Non-smooth points and their gradients: the contact activity test, the friction cone clamp and
 the Jacobi clamp J_n >= 0 are piecewise (the gradient is that of the active piece); slip and
@@ -67,8 +67,11 @@ direction only sets the tangential effective mass and below 1e-6 m/s of slip (ro
 resting) is replaced by a fixed unit tangent, so the derivative stays bounded; a frictionless
 pair (mu < 1e-9) has no tangential impulse at all.
 
-Gradients use Taichi's reverse mode on per-step kernels whose shapes follow DESIGN.md section 1
-(probed against finite differences); the forward rollout is one fused kernel launch.
+The forward rollout is one fused kernel launch; the gradient is that forward (recording the
+states) and one more launch for the whole reverse pass, hand-written (``contact_adjoint``: each
+step recomputed, then reversed stage by stage, one thread per env). Taichi's reverse mode of the
+per-step stage kernels (DESIGN.md section 1 shapes) stays as the tests' reference
+(``SOLVER_ADJOINT = "taichi"``).
 """
 
 from __future__ import annotations

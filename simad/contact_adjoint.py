@@ -1,27 +1,30 @@
-"""Hand-written adjoint of the impulse solver (contact_kernels._stage_solve and _stage_apply).
+"""The contact gradient's reverse pass, written by hand: ``reverse_kernel`` runs it whole in one
+launch, one thread per env, for t = T - 1 .. 0: step t recomputed with the forward's own code
+(``contact_kernels._step``), then the reverse of each stage in turn (positions and time-of-impact
+sums, the ``nit`` Jacobi iterations, the narrow phase of every pair type, the free motion).
 
-Taichi's reverse mode of ``iter_kernel`` was 65 % of a contact gradient (billiards, B = 256:
-17 ms a call, five times the forward): every global read of the forward becomes an atomic add
-on S.grad, over a scratch too large for the cache. This kernel runs the reverse of all ``nit``
-Jacobi iterations of one step in one launch, one thread per env (serial over its bodies and
-candidates, so every write to S.grad is a plain add to memory the thread owns; only the shared
-friction parameters take atomic adds).
+Why by hand: Taichi's reverse mode of the per-step stage kernels (still here as the tests'
+reference, ``contact.SOLVER_ADJOINT = "taichi"``) turns every global read into an atomic add on
+S.grad and needs a launch per stage and step; the billiards gradient (B = 256, T = 250) took
+8-9x its forward, and 45x at B = 1, where launches dominate. In one launch per env the step's
+scratch S and S.grad (~180 KB for 16 balls) stay in the core's cache, and every write to S.grad
+is a plain add to memory the thread owns. Parameter cotangents go to a per-env buffer PG
+(B, nprm) that the host sums, so no atomics either.
 
-The conventions are Taichi's, so the kernel slots in between ``post_kernel.grad`` and
-``detect_kernel.grad``:
-  * on entry S.grad holds the cotangents of the final velocities V[nit], of the last impulses
-    L[nit] (from the time-of-impact stage) and of the body data D and contact records C;
-  * a value the forward *stores* has its cotangent consumed and zeroed (V[it + 1], L[it + 1]);
-    a value the forward *reads* has its cotangent accumulated (V[it], L[it], D, C, prm);
-  * the cotangent of the impulse sums dP[it] (accumulated with atomic adds in the forward) is
-    left in S.grad, where ``init_kernel.grad`` clears it.
-
-Non-smooth points take the branch the forward took, with Taichi's tie rules: max(x, 0) passes
-the cotangent only for x > 0; the friction-cone clamp, the slip-direction switch (SLIP_EPS) and
-the fixed tangent of a resting contact are differentiated on the side the forward chose. The
-contact counts of the mass splitting are integers (no gradient). ``tests/test_contact.py``
-checks this kernel against Taichi's own reverse of the forward kernel, and both against
-finite differences.
+Conventions (Taichi's, so the reference path and this one agree to rounding):
+  * a value the forward *stores* has its cotangent consumed and zeroed (X[t + 1], V[it + 1],
+    L[it + 1], the contact records, the body data); a value it *reads* has its cotangent
+    accumulated;
+  * non-smooth points take the branch the forward took, with Taichi's tie rules: max(a, b)
+    passes the cotangent to a iff a > b (else to b), min(a, b) to a iff a < b, |x| has slope
+    0 at 0. So the Jacobi clamp, the friction cone, the slip-direction switch (SLIP_EPS), the
+    fixed tangent of a resting contact, the restitution ramp, the contact activity test, the
+    reference face of a box pair and the clamped segment parameters of capsules are
+    differentiated on the side the forward chose. The contact counts of the mass splitting are
+    integers (no gradient).
+``tests/test_contact.py`` checks this module against Taichi's reverse mode of the stage kernels
+(every gradient kind, both modes, the quality report) and, for all nine pair types, against
+central finite differences.
 """
 
 import taichi as ti
