@@ -13,9 +13,11 @@ Buffers (all flat or few-dimensional ndarrays, so a launch marshals few argument
                          sums, contact records, accumulated impulses per iteration
   cnt  (B, nb)  int32    active contacts per body (mass splitting)
 
-Every differentiated kernel follows DESIGN.md section 1: top-level loops only, each value of a
-step written once to its own slot, accumulations by atomic adds into zeroed global slots, and
-no local value carried from one loop iteration to the next.
+The per-stage kernels (init, detect, iter, post) follow DESIGN.md section 1 so that Taichi can
+differentiate them: top-level loops only, each value of a step written once to its own slot,
+accumulations by atomic adds into zeroed global slots, and no local value carried from one loop
+iteration to the next. Their reverse mode is the tests' reference now; the gradient itself is
+``contact_adjoint.reverse_kernel`` (hand-written, one launch), which reuses ``_step``.
 """
 
 
@@ -843,16 +845,6 @@ def init_kernel(X: arr(ndim=4), U: arr(ndim=4), prm: arr(ndim=1), top: arr(ndim=
         _stage_init(X, U, prm, top, S, cnt, t, b, i, dt, nit)
     for b, j in ti.ndrange(X.shape[1], nit * X.shape[2] * 6):
         S[b, _o_dP(X.shape[2], nit) + j] = 0.0
-
-
-@ti.kernel
-def broad_kernel(prm: arr(ndim=1), cfg: arr(ndim=1), top: arr(ndim=1), S: arr(ndim=2), BD: arr(ndim=2),
-                 bpt: arr(ndim=1), order: arr(ndim=2), cand: arr(ndim=2), ncand: arr(ndim=1), nslot: ti.i32,
-                 dt: float, nit: ti.i32):
-    """Step t, after init: the candidate slots per env (not differentiated: a discrete choice
-    that only skips slots whose contribution is exactly zero)."""
-    for b in range(S.shape[0]):
-        _stage_broad(prm, cfg, top, S, BD, bpt, order, cand, ncand, b, nslot, dt, nit)
 
 
 @ti.kernel
