@@ -91,8 +91,8 @@ from .rollout import Trajectory
 from .validate import as_array
 
 MODES = {"impulse": 0, "smooth": 1}
-# reverse of the impulse solver: "hand" (contact_adjoint, the default) or "taichi" (Taichi's reverse
-# mode of the forward kernel, 5x slower; kept as the tests' reference)
+# the gradient's reverse pass: "hand" (contact_adjoint.reverse_kernel, one launch; the default) or
+# "taichi" (Taichi's reverse mode of the per-step stage kernels, 2-9x slower; the tests' reference)
 SOLVER_ADJOINT = "hand"
 # contacts per pair, indexed by (type a, type b) with type a <= type b
 SWEEP_MAX_GEOMS = 2048  # the broad phase's pair table is ng^2 int32 (16 MiB here); above it, a scan of all pairs
@@ -561,21 +561,22 @@ def _reverse(inp: _Inputs, cot, params, quality: bool):
         KA.reverse_kernel(X, X.grad, U, U.grad, prm, PG, cfg, top, S, S.grad, cnt, BD, bpt, order, cand, ncand, prev,
                           nsw, Gt, ns, dt, mode, nit, toi, spread, serial, types, qual)
         G = Gt.to_numpy()
-    for t in (reversed(range(T)) if not hand else ()):
-        # Taichi's reverse mode of the forward's stage kernels, step by step (the tests' reference)
-        K.step_kernel(X, U, prm, cfg, top, S, cnt, BD, bpt, order, cand, ncand, ns, dt, mode, nit, toi, spread,
-                      serial, types, t)
-        if quality:
-            K.switches_kernel(S, top, prev, nsw, sc.nslot, nit, int(t < T - 1))
-        nc = int(ncand.to_numpy().max())  # the candidate loops' bound (the largest count over envs)
-        K.post_kernel.grad(X, prm, top, S, cand, ncand, t, nc, dt, nit, mode, toi)
-        for it in reversed(range(nit)):
-            K.iter_kernel.grad(X, prm, top, S, cnt, cand, ncand, t, nc, it, nit, mode)
-        for ta, tb, s0, s1 in reversed(sc.groups):
-            K.detect_kernel.grad(X, prm, cfg, top, S, cnt, cand, ncand, t, s0, s1, nc, dt, nit, mode, toi, ta, tb)
-        K.init_kernel.grad(X, U, prm, top, S, cnt, t, dt, nit)
-        if quality:
-            K.adjoint_norm_kernel(X.grad, G, t)
+    else:
+        for t in reversed(range(T)):
+            # Taichi's reverse mode of the forward's stage kernels, step by step (the tests' reference)
+            K.step_kernel(X, U, prm, cfg, top, S, cnt, BD, bpt, order, cand, ncand, ns, dt, mode, nit, toi, spread,
+                          serial, types, t)
+            if quality:
+                K.switches_kernel(S, top, prev, nsw, sc.nslot, nit, int(t < T - 1))
+            nc = int(ncand.to_numpy().max())  # the candidate loops' bound (the largest count over envs)
+            K.post_kernel.grad(X, prm, top, S, cand, ncand, t, nc, dt, nit, mode, toi)
+            for it in reversed(range(nit)):
+                K.iter_kernel.grad(X, prm, top, S, cnt, cand, ncand, t, nc, it, nit, mode)
+            for ta, tb, s0, s1 in reversed(sc.groups):
+                K.detect_kernel.grad(X, prm, cfg, top, S, cnt, cand, ncand, t, s0, s1, nc, dt, nit, mode, toi, ta, tb)
+            K.init_kernel.grad(X, U, prm, top, S, cnt, t, dt, nit)
+            if quality:
+                K.adjoint_norm_kernel(X.grad, G, t)
     K.pack_kernel.grad(q0, qd0, prm, top, X)
     if quality:
         norms = G  # (T+1, B): |adjoint of state t| once step t's adjoint is complete
