@@ -497,23 +497,101 @@ def _reverse(inp: _Inputs, cot, params, quality: bool):
     """Forward (recorded), then the per-step adjoints in reverse. ``cot(q, qd)`` returns the
     cotangents (q_bar, qd_bar, value) of the trajectory."""
     m, sc = inp.model, inp.scene
+    names = _param_names(m, params)
+    prm_np = _params(m, sc)
+    # forward: the fused kernel; its recorded states X (T+1, B, nb, 13) feed the reverse pass
+    Xn = _forward_numpy(inp)
+    qn, qdn = _unpack_numpy(inp, Xn)
+    qbar, vbar, value = cot(qn, qdn)
+    if SOLVER_ADJOINT == "taichi":
+        Xg0, gprm, gu, nsw, G = _reverse_taichi(inp, prm_np, Xn, qbar, vbar, quality)
+    else:
+        Xg0, gprm, gu, nsw, G = _reverse_hand(inp, prm_np, Xn, qbar, vbar, quality)
+    gq0, gqd0, gprm0 = _pack_adjoint(inp, prm_np, Xg0)
+    switches = np.zeros(inp.B, np.int64)
+    growth = np.zeros(inp.B)
+    growth_step = np.full(inp.B, -1, np.int64)
+    if quality:
+        norms = G  # (T+1, B): |adjoint of state t| once step t's adjoint is complete
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(norms[1:] > 0, norms[:-1] / norms[1:], 0.0)  # growth from t+1 to t
+        growth = ratio.max(axis=0)
+        growth_step = np.where(growth > 0, ratio.argmax(axis=0), -1)
+        switches = nsw.astype(np.int64)
+    gp = _split_params(m, sc, (gprm + gprm0).astype(np.float64), names)
+    for name, a in (("q0", gq0), ("qd0", gqd0), ("controls", gu)):
+        if not np.all(np.isfinite(a)):
+            env = int(np.argwhere(~np.isfinite(a))[0][0])
+            raise NonFiniteError(f"gradient.{name}", env, None, "the contact gradient is not finite")
+    return gq0, gqd0, gu, gp, value, GradientQuality(switches, growth, growth_step)
+
+
+def _pack_adjoint(inp: _Inputs, prm_np: np.ndarray, Xg0: np.ndarray):
+    """Reverse of ``pack_kernel`` (Taichi's autodiff: one simple kernel): the cotangent of X[0]
+    (B, nb, 13) -> those of q0, qd0 and of the parameters (the COM offsets)."""
+    m, sc = inp.model, inp.scene
+    tf = ti.f64 if runtime.real_dtype() == np.float64 else ti.f32
+    X0 = _nd((1,) + Xg0.shape, tf)
+    X0.grad.from_numpy(np.ascontiguousarray(Xg0[None]))
+    prm = _nd(prm_np.shape, tf)
+    prm.from_numpy(prm_np.astype(runtime.real_dtype()))
+    q0, qd0 = _nd((inp.B, m.nq), tf), _nd((inp.B, m.nv), tf)
+    q0.from_numpy(inp.q0)
+    qd0.from_numpy(inp.qd0)
+    top = ti.ndarray(ti.i32, sc.top.shape)
+    top.from_numpy(sc.top)
+    K.pack_kernel.grad(q0, qd0, prm, top, X0)
+    return (q0.grad.to_numpy().astype(np.float64), qd0.grad.to_numpy().astype(np.float64),
+            prm.grad.to_numpy().astype(np.float64))
+
+
+def _reverse_hand(inp: _Inputs, prm_np, Xn, qbar, vbar, quality: bool):
+    """The hand-written reverse pass (``contact_adjoint``): one launch for every step, on numpy
+    buffers (no Taichi autodiff, so no ndarray copies of the trajectory). Returns the cotangent
+    of X[0], the parameters' (summed over envs), the controls' (B, T, nb, 6), the mode-switch
+    counts (B,) and the adjoint norms (T+1, B)."""
+    m, sc = inp.model, inp.scene
+    nb, B, T = len(sc.bodies), inp.B, inp.T
+    dtype = runtime.real_dtype()
+    o = inp.opts
+    prm = np.ascontiguousarray(prm_np, dtype)
+    cfg = np.concatenate([o.cfg(), sc.geo.reshape(-1)]).astype(dtype)
+    Xg = np.zeros_like(Xn)
+    Ug = np.zeros_like(inp.controls)
+    PG = np.zeros((B, prm.shape[0]), dtype)  # per-env parameter cotangents
+    S = np.zeros((B, _scratch_size(inp)), dtype)  # the broad phase relies on unvisited slots reading as inactive
+    Sg = np.zeros_like(S)
+    ncs = max(sc.nslot, 1)
+    cnt = np.zeros((B, nb), np.int32)
+    cand, ncand = np.zeros((B, ncs), np.int32), np.zeros(B, np.int32)
+    BD = np.zeros((B, K.BW * m.ngeom), dtype)
+    order = np.ascontiguousarray(np.tile(np.arange(m.ngeom, dtype=np.int32), (B, 1)))
+    prev, nsw = np.zeros((B, ncs), np.int32), np.zeros(B, np.int32)
+    G = np.zeros((T + 1, B), dtype)
+    KA.unpack_adjoint_kernel(Xn, Xg, prm, PG, sc.top, np.ascontiguousarray(qbar, dtype),
+                             np.ascontiguousarray(vbar, dtype))
+    KA.reverse_kernel(Xn, Xg, inp.controls, Ug, prm, PG, cfg, sc.top, S, Sg, cnt, BD, sc.bpt, order, cand, ncand,
+                      prev, nsw, G, sc.nslot, inp.dt, MODES[o.mode], o.nit, bool(o.toi), *batch_mode(B), _types(sc),
+                      int(quality))
+    gu = np.swapaxes(Ug, 0, 1).astype(np.float64)
+    return Xg[0], PG.sum(axis=0, dtype=np.float64), gu, nsw, G
+
+
+def _reverse_taichi(inp: _Inputs, prm_np, Xn, qbar, vbar, quality: bool):
+    """The reference reverse pass: the forward's stage kernels step by step and Taichi's reverse
+    mode of each (the tests compare the hand-written pass with it). Returns as ``_reverse_hand``."""
+    m, sc = inp.model, inp.scene
     nb, B, T = len(sc.bodies), inp.B, inp.T
     dtype = runtime.real_dtype()
     tf = ti.f64 if dtype == np.float64 else ti.f32
     o = inp.opts
     mode, nit, toi = MODES[o.mode], o.nit, bool(o.toi)
-    names = _param_names(m, params)
-
-    prm_np = _params(m, sc)
     X = _nd((T + 1, B, nb, 13), tf)
+    X.from_numpy(Xn)
     U = _nd((T, B, nb, 6), tf)
     U.from_numpy(inp.controls)
     prm = _nd(prm_np.shape, tf)
     prm.from_numpy(prm_np.astype(dtype))
-    q0 = _nd((B, m.nq), tf)
-    q0.from_numpy(inp.q0)
-    qd0 = _nd((B, m.nv), tf)
-    qd0.from_numpy(inp.qd0)
     cfg = ti.ndarray(tf, (K.NCFG + 12 * m.ngeom,))
     cfg.from_numpy(np.concatenate([o.cfg(), sc.geo.reshape(-1)]).astype(dtype))
     top = ti.ndarray(ti.i32, sc.top.shape)
@@ -528,71 +606,34 @@ def _reverse(inp: _Inputs, cot, params, quality: bool):
     bpt.from_numpy(sc.bpt)
     order = ti.ndarray(ti.i32, (B, m.ngeom))
     order.from_numpy(np.ascontiguousarray(np.tile(np.arange(m.ngeom, dtype=np.int32), (B, 1))))
-
-    # forward: fused kernel on numpy copies (fast), then the recorded states into X
-    Xn = _forward_numpy(inp)
-    X.from_numpy(Xn)
-    qn, qdn = _unpack_numpy(inp, Xn)
-    qbar, vbar, value = cot(qn, qdn)
-    PG = ti.ndarray(tf, (B, prm_np.shape[0]))  # per-env parameter cotangents of the hand-written adjoints
-    PG.fill(0)
-    hand = SOLVER_ADJOINT != "taichi"
-    if hand:
-        KA.unpack_adjoint_kernel(X, X.grad, prm, PG, top, np.ascontiguousarray(qbar, dtype),
-                                 np.ascontiguousarray(vbar, dtype))
-    else:
-        Q, QD = _nd((B, T + 1, m.nq), tf), _nd((B, T + 1, m.nv), tf)
-        Q.grad.from_numpy(np.asarray(qbar, dtype))
-        QD.grad.from_numpy(np.asarray(vbar, dtype))
-        K.unpack_kernel.grad(X, prm, top, Q, QD)
-    switches = np.zeros(B, np.int64)
-    growth = np.zeros(B)
-    growth_step = np.full(B, -1, np.int64)
+    Q, QD = _nd((B, T + 1, m.nq), tf), _nd((B, T + 1, m.nv), tf)
+    Q.grad.from_numpy(np.asarray(qbar, dtype))
+    QD.grad.from_numpy(np.asarray(vbar, dtype))
+    K.unpack_kernel.grad(X, prm, top, Q, QD)
     prev = ti.ndarray(ti.i32, (B, max(sc.nslot, 1)))
     nsw = ti.ndarray(ti.i32, (B,))
+    nsw.fill(0)
     ns, dt = sc.nslot, inp.dt
     spread, serial = batch_mode(B)
     types = _types(sc)
     G = np.zeros((T + 1, B), dtype)
-    Gt = ti.ndarray(tf, (T + 1, B))
-    Gt.fill(0)
-    qual = int(quality)
-    if hand:  # every step recomputed and reversed, one thread per env, one launch
-        KA.reverse_kernel(X, X.grad, U, U.grad, prm, PG, cfg, top, S, S.grad, cnt, BD, bpt, order, cand, ncand, prev,
-                          nsw, Gt, ns, dt, mode, nit, toi, spread, serial, types, qual)
-        G = Gt.to_numpy()
-    else:
-        for t in reversed(range(T)):
-            # Taichi's reverse mode of the forward's stage kernels, step by step (the tests' reference)
-            K.step_kernel(X, U, prm, cfg, top, S, cnt, BD, bpt, order, cand, ncand, ns, dt, mode, nit, toi, spread,
-                          serial, types, t)
-            if quality:
-                K.switches_kernel(S, top, prev, nsw, sc.nslot, nit, int(t < T - 1))
-            nc = int(ncand.to_numpy().max())  # the candidate loops' bound (the largest count over envs)
-            K.post_kernel.grad(X, prm, top, S, cand, ncand, t, nc, dt, nit, mode, toi)
-            for it in reversed(range(nit)):
-                K.iter_kernel.grad(X, prm, top, S, cnt, cand, ncand, t, nc, it, nit, mode)
-            for ta, tb, s0, s1 in reversed(sc.groups):
-                K.detect_kernel.grad(X, prm, cfg, top, S, cnt, cand, ncand, t, s0, s1, nc, dt, nit, mode, toi, ta, tb)
-            K.init_kernel.grad(X, U, prm, top, S, cnt, t, dt, nit)
-            if quality:
-                K.adjoint_norm_kernel(X.grad, G, t)
-    K.pack_kernel.grad(q0, qd0, prm, top, X)
-    if quality:
-        norms = G  # (T+1, B): |adjoint of state t| once step t's adjoint is complete
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(norms[1:] > 0, norms[:-1] / norms[1:], 0.0)  # growth from t+1 to t
-        growth = ratio.max(axis=0)
-        growth_step = np.where(growth > 0, ratio.argmax(axis=0), -1)
-        switches = nsw.to_numpy().astype(np.int64)
-    gq0, gqd0 = q0.grad.to_numpy().astype(np.float64), qd0.grad.to_numpy().astype(np.float64)
+    for t in reversed(range(T)):
+        K.step_kernel(X, U, prm, cfg, top, S, cnt, BD, bpt, order, cand, ncand, ns, dt, mode, nit, toi, spread,
+                      serial, types, t)
+        if quality:
+            K.switches_kernel(S, top, prev, nsw, sc.nslot, nit, int(t < T - 1))
+        nc = int(ncand.to_numpy().max())  # the candidate loops' bound (the largest count over envs)
+        K.post_kernel.grad(X, prm, top, S, cand, ncand, t, nc, dt, nit, mode, toi)
+        for it in reversed(range(nit)):
+            K.iter_kernel.grad(X, prm, top, S, cnt, cand, ncand, t, nc, it, nit, mode)
+        for ta, tb, s0, s1 in reversed(sc.groups):
+            K.detect_kernel.grad(X, prm, cfg, top, S, cnt, cand, ncand, t, s0, s1, nc, dt, nit, mode, toi, ta, tb)
+        K.init_kernel.grad(X, U, prm, top, S, cnt, t, dt, nit)
+        if quality:
+            K.adjoint_norm_kernel(X.grad, G, t)
     gu = np.swapaxes(U.grad.to_numpy(), 0, 1).astype(np.float64)
-    gp = _split_params(m, sc, (prm.grad.to_numpy() + PG.to_numpy().sum(axis=0)).astype(np.float64), names)
-    for name, a in (("q0", gq0), ("qd0", gqd0), ("controls", gu)):
-        if not np.all(np.isfinite(a)):
-            env = int(np.argwhere(~np.isfinite(a))[0][0])
-            raise NonFiniteError(f"gradient.{name}", env, None, "the contact gradient is not finite")
-    return gq0, gqd0, gu, gp, value, GradientQuality(switches, growth, growth_step)
+    Xg0 = X.grad.to_numpy()[0]
+    return Xg0, prm.grad.to_numpy().astype(np.float64), gu, nsw.to_numpy(), G
 
 
 def _param_names(m: Model, params):

@@ -927,7 +927,29 @@ def _detect_adj(X: ti.template(), Xg: ti.template(), prm: ti.template(), PG: ti.
                 top: ti.template(), S: ti.template(), Sg: ti.template(), t, b, cs, dt, mode: ti.template(), nit,
                 toi: ti.template(), ta: ti.template(), tb: ti.template()):
     """Reverse of ``_stage_detect`` for contact slot cs (geom types ta, tb): consumes (and
-    zeroes) the cotangent of its record (impulse) or reads the impulse sums' (smooth)."""
+    zeroes) the cotangent of its record (impulse) or reads the impulse sums' (smooth). The
+    narrow phase's result comes from the record the recomputed step left in S; a slot that
+    exerted nothing (impulse: inactive; smooth: no force) only has its cotangents cleared."""
+    nb, ng, P, K = top[1], top[0], top[2], top[3]
+    p, k, ga, gb = _slot(top, cs)
+    oc = _o_C(nb, nit) + (p * K + k) * CW
+    if S[b, oc + ti.static(0 if mode == 0 else 9)] > 0.5:  # the active / force flag
+        _detect_adj_active(X, Xg, prm, PG, cfg, top, S, Sg, t, b, cs, dt, mode, nit, toi, ta, tb)
+    elif ti.static(mode == 0):
+        for c in ti.static(range(CW)):
+            Sg[b, oc + c] = 0.0
+        ol = _o_L(nb, nit, P, K) + (p * K + k) * 4
+        for c in ti.static(range(4)):
+            Sg[b, ol + c] = 0.0
+    else:
+        Sg[b, oc] = 0.0
+
+
+@ti.func
+def _detect_adj_active(X: ti.template(), Xg: ti.template(), prm: ti.template(), PG: ti.template(),
+                       cfg: ti.template(), top: ti.template(), S: ti.template(), Sg: ti.template(), t, b, cs, dt,
+                       mode: ti.template(), nit, toi: ti.template(), ta: ti.template(), tb: ti.template()):
+    """``_detect_adj`` of a slot that exerted an impulse or a force."""
     nb, ng, P, K = top[1], top[0], top[2], top[3]
     p, k, ga, gb = _slot(top, cs)
     Ra, pa, sa, ba = _geom_pose(prm, cfg, top, S, b, ga, ta, nit)
@@ -937,10 +959,13 @@ def _detect_adj(X: ti.template(), Xg: ti.template(), prm: ti.template(), PG: ti.
     mu, e = _coef(prm, top, ga, gb)
     timeconst, soft, feps = cfg[0], cfg[1], cfg[2]
     beta, slop, bounce = cfg[3], cfg[4], cfg[5]
-    valid, gap, n, point = _narrow(ta, Ra, pa, sa, tb, Rb, pb, sb, k)
+    oc = _o_C(nb, nit) + (p * K + k) * CW
+    valid = 1
+    gap = S[b, oc + 1]
+    n = ti.Vector([S[b, oc + 2 + c] for c in ti.static(range(3))])
+    point = ti.Vector([S[b, oc + 5 + c] for c in ti.static(range(3))])
     ra = point - xa
     rb = point - xb
-    oc = _o_C(nb, nit) + (p * K + k) * CW
     wa = _ang(S, b, 0, ba)
     wb = _ang(S, b, 0, bb)
     vrel = _point_vel(S, b, 0, bb, rb) - _point_vel(S, b, 0, ba, ra)

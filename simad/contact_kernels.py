@@ -27,7 +27,7 @@ PLANE, SPHERE, CAPSULE, BOX = 0, 1, 2, 3
 PAIR_TYPES = ((PLANE, SPHERE), (PLANE, CAPSULE), (PLANE, BOX), (SPHERE, SPHERE), (SPHERE, CAPSULE), (SPHERE, BOX),
               (CAPSULE, CAPSULE), (CAPSULE, BOX), (BOX, BOX))
 NCFG = 8  # option slots at the start of cfg
-CW = 10  # floats per contact record: active, gap, n (3), point (3), vn_pre, target
+CW = 10  # floats per contact record: active, gap, n (3), point (3), vn_pre, target (impulse) or force flag (smooth)
 BW = 8  # floats per geom in the broad phase's BD: centre (3), radius, centre speed, angular speed, x interval
 TINY = 1e-12
 SLIP_EPS = 1e-6  # m/s: below this slip speed the impulse solver's tangential mass uses a fixed tangent
@@ -682,7 +682,15 @@ def _stage_detect(X: ti.template(), prm: ti.template(), cfg: ti.template(), top:
         else:  # smooth: spring-damper along n, regularised Coulomb friction
             S[b, oc] = 1.0 if (valid == 1 and gap < 0.0) else 0.0  # for the mode-switch count
             d = -gap / soft
+            # the record keeps the narrow phase's result and whether a force acts, so the reverse
+            # pass skips the narrow phase of the (many) candidates that exert none
+            S[b, oc + 1] = gap
+            for c in ti.static(range(3)):
+                S[b, oc + 2 + c] = n[c]
+                S[b, oc + 5 + c] = point[c]
+            S[b, oc + 9] = 0.0
             if valid == 1 and d > -30.0:
+                S[b, oc + 9] = 1.0
                 phi = soft * (ti.max(d, 0.0) + ti.log(1.0 + ti.exp(-ti.abs(d))))
                 gate = 1.0 / (1.0 + ti.exp(-d))
                 inv = _inv_mass_dir(S, top, b, ba, ra, n, 1.0, nit) + _inv_mass_dir(S, top, b, bb, rb, n, 1.0, nit)
