@@ -324,9 +324,10 @@ def aba_derivatives(model: Model, q, qd, tau):
     Raises:
         ModelError: the mass matrix is singular at some point (massless bodies).
     """
-    from .dynamics import _batch3
+    from .dynamics import _batch3, require_invertible
 
     qb, vb, tb, single = _batch3(model, q, qd, tau, ("q", "qd", "tau"))
+    require_invertible(model)
     B, nv, dtype = qb.shape[0], max(model.nv, 1), qb.dtype
     k, d = kin_device(model), dyn_device(model)
     pose, S, D, E, Tq, Tv, M = _scratch(model, B, dtype)

@@ -439,6 +439,23 @@ def _buffers(model, B, dtype):
     return scratch((B, model.nframe, 12), dtype), scratch((B, model.nbody, _NS), dtype, "dynamics.S")
 
 
+def require_invertible(model: Model) -> None:
+    """Raises ModelError when forward dynamics is undefined for the model at every
+    configuration: every body massless, or a joint that moves no mass (``Model.massless_joints``:
+    its row of M(q) is zero, and the ABA would divide by zero)."""
+    from .errors import ModelError
+
+    if model.nv and model.body_mass.sum() + model.dof_armature.sum() <= 0:
+        raise ModelError("every body is massless: forward dynamics is undefined", element=f"model '{model.name}'",
+                         field="body_mass")
+    dead = model.massless_joints
+    if dead:
+        more = f" (and {len(dead) - 1} more: {', '.join(dead[1:6])}{', ...' if len(dead) > 6 else ''})" if len(dead) > 1 else ""
+        raise ModelError(f"moves no mass or inertia{more}: the mass matrix is singular and forward dynamics is "
+                         "undefined; give the links below it mass and inertia, or the joint armature",
+                         element=f"joint '{dead[0]}'", field="body_mass")
+
+
 def forward_dynamics(model: Model, q, qd, tau) -> np.ndarray:
     """Joint accelerations by the articulated-body algorithm.
 
@@ -451,10 +468,7 @@ def forward_dynamics(model: Model, q, qd, tau) -> np.ndarray:
         qdd: (B, nv) with M(q) qdd + h(q, qd) + damping * qd = tau (armature in M).
     """
     qb, qdb, tb, single = _batch3(model, q, qd, tau, ("q", "qd", "tau"))
-    if model.nv and model.body_mass.sum() + model.dof_armature.sum() <= 0:
-        from .errors import ModelError
-
-        raise ModelError("every body is massless: forward dynamics is undefined", element=f"model '{model.name}'", field="body_mass")
+    require_invertible(model)
     k, d = kin_device(model), device(model)
     pose, S = _buffers(model, qb.shape[0], qb.dtype)
     qdd = np.zeros((qb.shape[0], max(model.nv, 1)), qb.dtype)

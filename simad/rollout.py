@@ -28,7 +28,7 @@ import taichi as ti
 
 from . import contact_forces, runtime
 from .adjoint import conj, integrate_env, q4
-from .dynamics import _A, _DI, _NS, _U, _V, _dof, aba_env
+from .dynamics import _A, _DI, _NS, _U, _V, _dof, aba_env, require_invertible
 from .dynamics import device as dyn_device
 from .errors import InputError, ModelError, NonFiniteError
 from .kinematics import _FREE, _PRI, _REV, batch_mode
@@ -384,9 +384,7 @@ def _check_model(model: Model):
         raise InputError("model", f"expected a simad.Model, got {type(model).__name__}")
     if model.nv == 0:
         raise ModelError("the model has no degrees of freedom to simulate", element=f"model '{model.name}'", field="nv")
-    if model.body_mass.sum() + model.dof_armature.sum() <= 0:
-        raise ModelError("every body is massless: forward dynamics is undefined", element=f"model '{model.name}'",
-                         field="body_mass")
+    require_invertible(model)
 
 
 def _positive(x, name):

@@ -107,3 +107,32 @@ def test_kinematics_only_model_loads_but_forward_dynamics_refuses_it():
     with pytest.raises(simad.ModelError) as e:
         simad.forward_dynamics(model, np.zeros(1), np.zeros(1), np.zeros(1))
     assert e.value.field == "body_mass"
+
+
+def test_a_joint_that_moves_no_mass_is_refused_by_name_but_kinematics_works():
+    """Romeo's finger joints carry massless links: M(q) is singular (Pinocchio's ABA returns
+    NaN). simad names the joint instead of returning NaN; armature on the dof makes it
+    well-posed again."""
+    b = simad.ModelBuilder("hand")
+    palm = b.add_body("palm", "world", mass=1.0, com=(0, 0, -0.1), inertia=(0.01, 0.01, 0.01))
+    b.add_joint(palm, "wrist", "revolute", axis=(0, 1, 0))
+    finger = b.add_body("finger", palm, pos=(0, 0, -0.2))
+    b.add_joint(finger, "finger_joint", "revolute", axis=(0, 1, 0))
+    tip = b.add_body("tip", finger, pos=(0, 0, -0.05))
+    b.add_joint(tip, "tip_slide", "prismatic", axis=(0, 0, 1))
+    model = b.finalize()
+    assert model.massless_joints == ("finger_joint", "tip_slide")
+    q, z = np.zeros(3), np.zeros(3)
+    assert simad.forward_kinematics(model, q)[0].shape == (4, 3)
+    assert np.isfinite(simad.inverse_dynamics(model, q, z, np.ones(3))).all()
+    for call in (lambda m: simad.forward_dynamics(m, q, z, z), lambda m: simad.rollout(m, q, z, np.zeros((2, m.nu)), 0.01),
+                 lambda m: simad.aba_derivatives(m, q, z, z), lambda m: simad.linearize(m, q, z, np.zeros(m.nu), 0.01)):
+        with pytest.raises(simad.ModelError) as e:
+            call(model)
+        assert e.value.element == "joint 'finger_joint'" and e.value.field == "body_mass"
+        assert "tip_slide" in str(e.value)
+    # armature on the two dofs makes them well-posed
+    fixed = model.replace(dof_armature=np.array([0.0, 1e-3, 1e-3]))
+    assert fixed.massless_joints == ()
+    qdd = simad.forward_dynamics(fixed, q, z, np.array([0.0, 1.0, 1.0]))
+    assert_close(qdd[1:], np.array([1e3, 1e3]), 1e-6, what="armature-only dofs")

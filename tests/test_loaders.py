@@ -282,6 +282,26 @@ def test_urdf_errors_name_element_and_field(text, kwargs, element, field):
     assert element in str(err) and field in str(err)
 
 
+def test_a_negligible_non_psd_inertia_is_repaired_with_a_warning():
+    """TIAGo's antenna links: 1 mg, an ixy larger than ixx and iyy (eigenvalue -3.5e-8 kg m^2).
+    Such a tensor loads with its negative part dropped and a warning naming the link; a larger
+    defect (the "inertia-not-psd" case above) is still an error."""
+    tiny = ('<link name="antenna"><inertial><mass value="0.000001"/><inertia ixx="0.00000002371" '
+            'ixy="0.00000006119" ixz="0.00000001179" iyy="0.00000002833" iyz="0.00000000774" '
+            'izz="0.00000003849"/></inertial></link>')
+    text = _urdf(_L.format("a") + tiny, _j("j", "a", "antenna", "revolute", '<axis xyz="0 0 1"/>'))
+    with pytest.warns(UserWarning, match=r"link 'antenna'.*not positive semidefinite"):
+        model = load_urdf(text)
+    i = model.body_names.index("antenna")
+    file_inertia = np.array([[2.371e-8, 6.119e-8, 1.179e-8], [6.119e-8, 2.833e-8, 0.774e-8],
+                             [1.179e-8, 0.774e-8, 3.849e-8]])
+    eig = np.linalg.eigvalsh(model.body_inertia[i])
+    assert eig.min() >= -1e-20
+    assert np.abs(model.body_inertia[i] - file_inertia).max() <= -np.linalg.eigvalsh(file_inertia).min() + 1e-20
+    qdd = simad.forward_dynamics(model, np.zeros(1), np.zeros(1), np.ones(1))
+    assert np.isfinite(qdd).all() and qdd[0] > 0
+
+
 def test_urdf_malformed_xml_reports_parser_message():
     with pytest.raises(simad.ModelError, match="mismatched tag"):
         load_urdf('<robot name="r"><link name="a"></robot>')

@@ -220,6 +220,39 @@ class Model:
             object.__setattr__(self, "_hash", cached)
         return cached
 
+    @property
+    def massless_joints(self) -> tuple[str, ...]:
+        """Moving joints whose dofs move nothing (no armature on the dof, and below the joint no
+        mass, or for a revolute joint no mass and no inertia; a free joint also needs inertia):
+        the mass matrix is singular at every configuration and forward dynamics is undefined.
+        Kinematics does not care. Empty for a well-posed model."""
+        cached = self.__dict__.get("_massless")
+        if cached is None:
+            mass = self.body_mass.astype(np.float64).copy()
+            inert = np.abs(self.body_inertia).reshape(self.nbody, 9).sum(axis=1)
+            for i in range(self.nbody - 1, 0, -1):  # subtree sums (parents precede children)
+                p = int(self.body_parent[i])
+                if p > 0:
+                    mass[p] += mass[i]
+                    inert[p] += inert[i]
+            out = []
+            for j in range(self.njnt):
+                b, t, va = int(self.jnt_body[j]), self.jnt_type[j], int(self.jnt_vadr[j])
+                nv = JOINT_NV[JointType(int(t))]
+                if np.any(self.dof_armature[va: va + nv] > 0):
+                    continue
+                if t == JointType.PRISMATIC:
+                    dead = mass[b] <= 0
+                elif t == JointType.REVOLUTE:
+                    dead = mass[b] <= 0 and inert[b] <= 0
+                else:
+                    dead = mass[b] <= 0 or inert[b] <= 0
+                if dead:
+                    out.append(self.jnt_names[j])
+            cached = tuple(out)
+            object.__setattr__(self, "_massless", cached)
+        return cached
+
     def replace(self, **params) -> Model:
         """A new model with some differentiable parameters replaced (validated shapes)."""
         allowed = set(self.param_names)

@@ -38,6 +38,10 @@ _ONE_DOF = ("revolute", "continuous", "prismatic")
 # ---------------------------------------------------------------------------------------------
 # XML helpers (shared with mjcf.py)
 # ---------------------------------------------------------------------------------------------
+# kg m^2: a link's inertia tensor whose negative eigenvalues are no larger than this is repaired
+# (the negative part dropped, with a warning) instead of rejected
+NEGLIGIBLE_INERTIA = 1e-6
+
 def read_xml(source, kind: str) -> ET.Element:
     """Parses a file path or XML text into its root element.
 
@@ -203,11 +207,18 @@ def _inertial(link_el: ET.Element, element: str):
     inertia = np.array(
         [[v["ixx"], v["ixy"], v["ixz"]], [v["ixy"], v["iyy"], v["iyz"]], [v["ixz"], v["iyz"], v["izz"]]], dtype=np.float64
     )
-    eig = np.linalg.eigvalsh(inertia)
+    eig, V = np.linalg.eigh(inertia)
     if eig.min() < -1e-12 * max(1.0, abs(eig.max())):
-        raise ModelError(
-            f"inertia is not positive semidefinite (eigenvalues {np.round(eig, 12).tolist()})", element=element, field="inertia"
-        )
+        shown = np.round(eig, 12).tolist()
+        if -eig.min() > NEGLIGIBLE_INERTIA:
+            raise ModelError(f"inertia is not positive semidefinite (eigenvalues {shown})", element=element,
+                             field="inertia")
+        # published descriptions carry such tensors on tiny links (sensors, antennas); Pinocchio
+        # takes them as they are, which makes M(q) indefinite. Dropping the negative part keeps
+        # the link's dynamics within NEGLIGIBLE_INERTIA of the file's.
+        inertia = (V * np.maximum(eig, 0.0)) @ V.T
+        warnings.warn(f"URDF {element}: inertia is not positive semidefinite (eigenvalues {shown}); its negative "
+                      f"part (<= {NEGLIGIBLE_INERTIA:g} kg m^2) is dropped", stacklevel=3)
     return mass, com, R @ inertia @ R.T
 
 
