@@ -553,3 +553,45 @@ def test_mjcf_inertiafromgeom_equals_mujoco(mode):
     for i in range(1, mm.nbody):
         R = rot.quat_to_mat(mm.body_iquat[i])
         assert_close(model.body_inertia[i], R @ np.diag(mm.body_inertia[i]) @ R.T, MJ_TOL, 1e-12, what=f"body {i} inertia")
+
+
+@pytest.mark.parametrize("name", ["half_cheetah", "hopper", "walker2d", "swimmer", "reacher", "pusher", "humanoid", "ant"])
+def test_gymnasium_models_have_mujocos_mass_matrix(name):
+    """Gymnasium's MuJoCo benchmarks, as published: inferred inertias, settotalmass (the half
+    cheetah), armature, free bases (the ant, the humanoid: their free joints' velocities are
+    expressed differently, so the joint-space block is compared), fluid options (the swimmer:
+    warned and ignored)."""
+    mujoco = pytest.importorskip("mujoco")
+    spec = importlib.util.find_spec("gymnasium")  # a test dependency; its mujoco package needs more to import
+    assert spec is not None and spec.submodule_search_locations
+    path = pathlib.Path(list(spec.submodule_search_locations)[0]) / "envs" / "mujoco" / "assets" / f"{name}.xml"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = simad.load_mjcf(path)
+    if name == "swimmer":
+        assert any("viscosity: fluid forces ignored" in str(w.message) for w in caught)
+    mm = mujoco.MjModel.from_xml_path(str(path))
+    md = mujoco.MjData(mm)
+    assert model.nv == mm.nv
+    if name == "half_cheetah":
+        assert_close(model.body_mass[1:].sum(), 14.0, 1e-12, what="settotalmass")
+    qadr, vadr = [], []
+    for j, jn in enumerate(model.jnt_names):
+        jid = mujoco.mj_name2id(mm, mujoco.mjtObj.mjOBJ_JOINT, jn)
+        nq, nv = (7, 6) if model.jnt_type[j] == simad.JointType.FREE else (1, 1)
+        qadr += range(mm.jnt_qposadr[jid], mm.jnt_qposadr[jid] + nq)
+        vadr += range(mm.jnt_dofadr[jid], mm.jnt_dofadr[jid] + nv)
+    q = simad.random_configuration(model, 1, np.random.default_rng(3))[0]
+    md.qpos[qadr] = q
+    mujoco.mj_forward(mm, md)
+    M = np.zeros((mm.nv, mm.nv))
+    mujoco.mj_fullM(mm, md, M)
+    M = M[np.ix_(vadr, vadr)]
+    joints = [k for k in range(model.nv) if model.jnt_type[model.dof_jnt[k]] != simad.JointType.FREE]
+    J = np.ix_(joints, joints)
+    assert_close(simad.mass_matrix(model, q)[J], M[J], MJ_TOL * (1 + np.abs(M).max()), what=f"{name} M")
+    pos, _ = simad.forward_kinematics(model, q)
+    for i in range(1, model.nbody):
+        bid = mujoco.mj_name2id(mm, mujoco.mjtObj.mjOBJ_BODY, model.body_names[i])
+        if bid >= 0:
+            assert_close(pos[i], md.xpos[bid], MJ_TOL, what=f"{name} body {model.body_names[i]}")

@@ -101,6 +101,7 @@ class _Loader:
     def __init__(self, root: ET.Element, name: str | None):
         self.root = root
         self.angle, self.eulerseq, self.autolimits, self.fromgeom = math.pi / 180.0, "xyz", True, "auto"
+        self.totalmass = -1.0
         self._compiler()
         self.defaults: dict[str, dict[str, dict[str, str]]] = {}
         for d in root.findall("default"):
@@ -110,6 +111,9 @@ class _Loader:
         for opt in root.findall("option"):
             if opt.get("gravity") is not None:
                 gravity = parse_floats(opt.get("gravity"), "option", "gravity", 3)
+            for fluid in ("density", "viscosity"):
+                if opt.get(fluid) is not None and float(parse_floats(opt.get(fluid), "option", fluid, 1)[0]) != 0.0:
+                    warnings.warn(f"MJCF option {fluid}: fluid forces ignored", stacklevel=4)
         self.b = ModelBuilder(name if name is not None else root.get("model", "mjcf"), gravity=gravity)
         # MuJoCo-style ids for generated names; explicit names are reserved up front so a
         # generated "body3" never collides with a body the document names "body3" later.
@@ -138,6 +142,8 @@ class _Loader:
                 raise ModelError(
                     f"expected auto, true or false, got {self.fromgeom!r}", element="compiler", field="inertiafromgeom"
                 )
+            if c.get("settotalmass") is not None:
+                self.totalmass = float(parse_floats(c.get("settotalmass"), "compiler", "settotalmass", 1)[0])
             if c.get("coordinate", "local") != "local":
                 raise ModelError("only local coordinates are supported", element="compiler", field="coordinate")
 
@@ -513,7 +519,8 @@ def load_mjcf(source, *, name: str | None = None) -> Model:
         name: model name (default: ``<mujoco model=...>``).
 
     Returns:
-        The ``Model``. Supported: ``<compiler angle eulerseq autolimits inertiafromgeom>``
+        The ``Model``. Supported: ``<compiler angle eulerseq autolimits inertiafromgeom
+        settotalmass>``
         (angles in degrees unless ``angle="radian"``), ``<option gravity>``, ``<default>``
         classes (nested, ``class`` / ``childclass``), bodies (pos; quat / axisangle / euler /
         xyaxes / zaxis), ``<inertial>`` (diaginertia or fullinertia) or mass and inertia
@@ -526,7 +533,8 @@ def load_mjcf(source, *, name: str | None = None) -> Model:
         namespace) and ``<motor>`` actuators on joints (gear's first value; an unnamed motor is
         named after its joint). Ignored: assets, visuals, cameras, lights, contacts, sensors,
         keyframes, equality constraints and tendons (warned), joint stiffness / frictionloss
-        (warned), actuator forcerange (warned), mesh inertias (warned).
+        (warned), actuator forcerange (warned), mesh inertias (warned), the fluid forces of
+        ``<option density viscosity>`` (warned).
 
     Raises:
         ModelError: naming the element (``"body 'torso'"``, ``"joint 'hip'"``, ``"actuator 'm'"``,
@@ -546,4 +554,9 @@ def load_mjcf(source, *, name: str | None = None) -> Model:
         loader.worldbody(wb)
     for section in root.findall("actuator"):
         loader.actuators(section)
-    return loader.b.finalize()
+    model = loader.b.finalize()
+    total = float(model.body_mass[1:].sum())
+    if loader.totalmass > 0 and total > 0:  # MuJoCo's compiler: every body's mass and inertia scaled alike
+        f = loader.totalmass / total
+        model = model.replace(body_mass=model.body_mass * f, body_inertia=model.body_inertia * f)
+    return model
