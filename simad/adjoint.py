@@ -50,6 +50,8 @@ _GFB, _GAB, _GVB, _GRB, _GPB, _GW = 0, 6, 12, 18, 27, 30
 NG = 36
 # per-body parameter cotangents (B, nbody, NPB): the 13 ``dyn`` columns, then body_pos (3)
 NPB = 16
+# per-dof parameter cotangents (B, nv, NDOFBAR): damping, armature, spring stiffness
+NDOFBAR = 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,7 +315,7 @@ def rnea_adjoint(q: ti.template(), qd: ti.template(), qdd: ti.template(), lam: t
                  b, sign, cg: ti.template(), cgb: ti.template()):
     """Adds sign * d(lam . RNEA(q, qd, qdd))/d(.) into qb (B, nq: coordinates), qdb (B, nv),
     pbar (B, nbody, NPB: dyn columns then body_pos; gravity in row 0, columns 1-3) and dofbar
-    (B, nv, 2: damping, armature). Needs S (V, C, A and the summed forces in P) from
+    (B, nv, NDOFBAR: damping, armature, spring stiffness). Needs S (V, C, A and the summed forces in P) from
     ``rnea_env`` at the same (q, qd, qdd). With a contact table cg (else the int 0) that has
     pairs, the contact wrenches' part (-J^T F_ext) is reversed too; geom parameter cotangents
     go to cgb."""
@@ -370,6 +372,10 @@ def rnea_adjoint(q: ti.template(), qd: ti.template(), qdd: ti.template(), lam: t
             dofbar[b, d, 0] += sign * lk * qd[b, d]
             dofbar[b, d, 1] += sign * lk * qdd[b, d]
             _col_vjp(topo, geo, pose, G, b, i, k, F * lk + Ab * qdd[b, d] + vjb * qd[b, d])
+        if jt == _REV or jt == _PRI:  # the spring stiffness (q - springref)
+            qa, lk = topo[i, 2], lam[b, va]
+            qb[b, qa] += sign * lk * dof[va, 2]
+            dofbar[b, va, 2] += sign * lk * (q[b, qa] - dof[va, 3])
     pose_adjoint(q, topo, geo, pose, G, qb, pbar, b, sign)
 
 

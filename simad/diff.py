@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import taichi as ti
 
-from .adjoint import NG, NPB, aba_solve, conj, integrate_vjp, normalize_vjp, q4, quat_log_vjp, rnea_adjoint
+from .adjoint import NDOFBAR, NG, NPB, aba_solve, conj, integrate_vjp, normalize_vjp, q4, quat_log_vjp, rnea_adjoint
 from .contact_forces import NGB, param_grads
 from .dynamics import _dof, rnea_forces
 from .dynamics import device as dyn_device
@@ -467,6 +467,9 @@ def _params_dict(model: Model, pbar, dofbar, gearbar, names) -> dict:
         elif name == "dof_armature":
             out[name] = db[: model.nv, 1].copy()
             continue
+        elif name == "dof_stiffness":
+            out[name] = db[: model.nv, 2].copy()
+            continue
         elif name == "actuator_gear":
             out[name] = gb[: model.nu].copy()
             continue
@@ -513,7 +516,7 @@ def _reverse(inp, cotangents, params, memory_budget, checkpoint_every, clip_norm
     ffb = np.zeros((B, T, nup), dtype)
     Kb = np.zeros(inp.K.shape, dtype) if inp.closed else np.zeros((1, 1, 1, 1), dtype)
     pbar = np.zeros((B, m.nbody, NPB), dtype)
-    dofbar = np.zeros((B, max(nv, 1), 2), dtype)
+    dofbar = np.zeros((B, max(nv, 1), NDOFBAR), dtype)
     gearbar = np.zeros((B, nup), dtype)
     thb = np.zeros((B, inp.theta.size) if inp.policy is not None else (1, 1), dtype)
     cgb = np.zeros((B, m.ngeom, NGB) if inp.contact is not None else (1, 1, 1), dtype)

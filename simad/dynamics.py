@@ -8,8 +8,9 @@ the recursions: composite and articulated inertias accumulate by plain addition.
 
 Cross products (Featherstone): motion (w, v) xm (w2, v2) = (w x w2, w x v2 + v x w2);
 force (w, v) x* (n, f) = (w x n + v x f, w x f). Gravity enters as a base acceleration
-a_0 = (0, -g). Joint damping and armature are part of the dynamics:
-M(q) qdd + h(q, qd) + damping * qd = tau, with armature added to M's diagonal.
+a_0 = (0, -g). Joint damping, springs and armature are part of the dynamics:
+M(q) qdd + h(q, qd) + damping * qd + stiffness * (q - springref) = tau, with armature added to
+M's diagonal (the spring on 1-dof joints).
 
 Every call is one kernel launch for the whole batch (a parallel loop over envs, serial passes
 over the bodies inside), and the topology is data, so one compile serves every model.
@@ -23,7 +24,7 @@ from .contact_forces import SFC, SV, contact_wrenches
 from .kinematics import _FREE, _PRI, _REV, batch_mode, frame_poses, scratch
 from .kinematics import device as kin_device
 from .launch import fast_kernel
-from .model.model import Model
+from .model.model import JointType, Model
 from .tmath import POS, ROT, mat3, row_mat3, row_vec3, vec3
 from .validate import as_batch
 
@@ -32,11 +33,13 @@ _V, _C, _A, _P, _U1, _IA, _U, _DI, _DW, _FC = 0, 6, 12, 18, 24, 30, 66, 102, 138
 _PS, _AS = SFC + 6, SFC + 12  # M^-1 solves' own force and acceleration sweeps (adjoint.aba_solve)
 _NS = SFC + 18
 assert _V == SV
+NDOF = 4  # columns of the dof table: damping, armature, spring stiffness, spring rest position
 
 
 def pack_dynamics(model: Model, dtype) -> dict:
     """``dyn`` (nbody, 13): mass, COM in the body frame (3), inertia about the COM (9);
-    row 0 (the world, massless) holds gravity in columns 1-3. ``dof`` (nv, 2): damping, armature."""
+    row 0 (the world, massless) holds gravity in columns 1-3. ``dof`` (nv, NDOF): damping,
+    armature, spring stiffness, spring rest position."""
     nb = model.nbody
     dyn = np.zeros((nb, 13), dtype)
     dyn[:, 0] = model.body_mass
@@ -44,7 +47,10 @@ def pack_dynamics(model: Model, dtype) -> dict:
     dyn[:, 4:13] = model.body_inertia.reshape(nb, 9)
     dyn[0, :] = 0.0
     dyn[0, 1:4] = model.gravity
-    dof = np.stack([model.dof_damping, model.dof_armature], 1).astype(dtype).reshape(model.nv, 2)
+    one_dof = np.array([model.jnt_type[j] != JointType.FREE for j in model.dof_jnt], dtype=bool).reshape(-1)
+    stiff = np.where(one_dof, model.dof_stiffness, 0.0)  # springs act on 1-dof joints only
+    dof = np.stack([model.dof_damping, model.dof_armature, stiff, model.dof_springref],
+                   1).astype(dtype).reshape(model.nv, NDOF)
     return {"dyn": dyn, "dof": dof}
 
 
@@ -179,6 +185,12 @@ def velocities(qd: ti.template(), topo: ti.template(), geo: ti.template(), pose:
 # RNEA: tau = M qdd + h + damping qd (armature included)
 # ---------------------------------------------------------------------------------------------
 @ti.func
+def spring(q: ti.template(), dof: ti.template(), b, qa, d):
+    """The joint spring's force on dof d (coordinate qa) of a 1-dof joint: stiffness (q - springref)."""
+    return dof[d, 2] * (q[b, qa] - dof[d, 3])
+
+
+@ti.func
 def rnea_env(q: ti.template(), qd: ti.template(), qdd: ti.template(), topo: ti.template(), geo: ti.template(),
              dyn: ti.template(), dof: ti.template(), pose: ti.template(), S: ti.template(), tau: ti.template(), b,
              cg: ti.template()):
@@ -202,6 +214,8 @@ def rnea_env(q: ti.template(), qd: ti.template(), qdd: ti.template(), topo: ti.t
         for k in range(ndof(jt)):
             d = va + k
             tau[b, d] = motion_col(topo, geo, pose, b, i, k).dot(f) + dof[d, 0] * qd[b, d] + dof[d, 1] * qdd[b, d]
+        if jt == _REV or jt == _PRI:
+            tau[b, va] += spring(q, dof, b, topo[i, 2], va)
 
 
 @ti.func
@@ -280,7 +294,7 @@ def _crba_kernel(q: ti.types.ndarray(ndim=2), topo: ti.types.ndarray(ndim=2), ge
 
 
 # ---------------------------------------------------------------------------------------------
-# ABA: qdd = M^-1 (tau - h - damping qd)
+# ABA: qdd = M^-1 (tau - h - damping qd - stiffness (q - springref))
 # ---------------------------------------------------------------------------------------------
 @ti.func
 def _aba_free_inward(qd: ti.template(), tau: ti.template(), dof: ti.template(), pose: ti.template(), S: ti.template(),
@@ -379,7 +393,7 @@ def aba_env(q: ti.template(), qd: ti.template(), tau: ti.template(), topo: ti.te
             s = motion_col(topo, geo, pose, b, i, 0)
             U = IA @ s
             D = s.dot(U) + dof[va, 1]
-            u = tau[b, va] - dof[va, 0] * qd[b, va] - s.dot(pA)
+            u = tau[b, va] - dof[va, 0] * qd[b, va] - spring(q, dof, b, topo[i, 2], va) - s.dot(pA)
             _st6(S, b, i, _U, U)
             S[b, i, _DI] = 1.0 / D
             S[b, i, _U1] = u
@@ -465,7 +479,8 @@ def forward_dynamics(model: Model, q, qd, tau) -> np.ndarray:
             six entries are a body-frame force then torque about the body origin).
 
     Returns:
-        qdd: (B, nv) with M(q) qdd + h(q, qd) + damping * qd = tau (armature in M).
+        qdd: (B, nv) with M(q) qdd + h(q, qd) + damping * qd + stiffness * (q - springref) = tau
+            (armature in M).
     """
     qb, qdb, tb, single = _batch3(model, q, qd, tau, ("q", "qd", "tau"))
     require_invertible(model)
@@ -478,7 +493,8 @@ def forward_dynamics(model: Model, q, qd, tau) -> np.ndarray:
 
 
 def inverse_dynamics(model: Model, q, qd, qdd) -> np.ndarray:
-    """Generalised forces tau (B, nv) = M(q) qdd + h(q, qd) + damping * qd (RNEA)."""
+    """Generalised forces tau (B, nv) = M(q) qdd + h(q, qd) + damping * qd + stiffness * (q - springref)
+    (RNEA)."""
     qb, qdb, ab, single = _batch3(model, q, qd, qdd, ("q", "qd", "qdd"))
     k, d = kin_device(model), device(model)
     pose, S = _buffers(model, qb.shape[0], qb.dtype)
@@ -502,4 +518,4 @@ def mass_matrix(model: Model, q) -> np.ndarray:
 
 def _dof(d):
     """The dof table, padded to one row when nv == 0 (Taichi rejects 0-size arrays)."""
-    return d["dof"] if d["dof"].shape[0] else np.zeros((1, 2), d["dyn"].dtype)
+    return d["dof"] if d["dof"].shape[0] else np.zeros((1, NDOF), d["dyn"].dtype)

@@ -17,7 +17,7 @@ control range passes derivatives inside the range (and on its bounds) and blocks
 import numpy as np
 import taichi as ti
 
-from .adjoint import NG, NPB, conj, integrate_env, q4
+from .adjoint import NDOFBAR, NG, NPB, conj, integrate_env, q4
 from .derivatives import _scratch, cholesky_solve_env, rnea_derivatives_env
 from .diff import step_vjp
 from .dynamics import _dof
@@ -343,7 +343,7 @@ def _reverse_passes(model: Model, qp, vp, up, dt: float, rk4: int, kl: float, dl
     ub = np.zeros((N, up.shape[1]), dtype)
     kb = np.zeros((N, 9, nv), dtype)
     pbar = np.zeros((N, model.nbody, NPB), dtype)
-    dofbar = np.zeros((N, nv, 2), dtype)
+    dofbar = np.zeros((N, nv, NDOFBAR), dtype)
     gearbar = np.zeros((N, up.shape[1]), dtype)
     A = np.zeros((N, 2 * nv, 2 * nv), dtype)
     Bm = np.zeros((N, 2 * nv, up.shape[1]), dtype)

@@ -133,7 +133,8 @@ def planar_chain_mjcf(n: int, **kwargs) -> str:
         lines += [
             f'{pad}<body name="{m.body_names[i]}" pos="{_fmt(m.body_pos[i])}">',
             f'{pad}  <joint name="{m.jnt_names[j]}" type="hinge" axis="{_fmt(m.jnt_axis[j])}" '
-            f'damping="{_fmt([m.dof_damping[j]])}" armature="{_fmt([m.dof_armature[j]])}"/>',
+            f'damping="{_fmt([m.dof_damping[j]])}" armature="{_fmt([m.dof_armature[j]])}" '
+            f'stiffness="{_fmt([m.dof_stiffness[j]])}" springref="{_fmt([m.dof_springref[j]])}"/>',
             f"{pad}  {_mjcf_inertial(m, i)}",
         ]
     lines.append(f'{"  " * (m.nbody + 1)}<site name="tip" pos="{_fmt(m.site_pos[0])}"/>')

@@ -79,7 +79,9 @@ def test_derivatives_of_random_trees_match_finite_differences(seed, free_root):
 
 
 def _damped(model, rng):
-    return model.replace(dof_damping=rng.uniform(0.0, 0.5, model.nv), dof_armature=rng.uniform(0.0, 0.2, model.nv))
+    """Damping, armature and joint springs (the springs act on the 1-dof joints only)."""
+    return model.replace(dof_damping=rng.uniform(0.0, 0.5, model.nv), dof_armature=rng.uniform(0.0, 0.2, model.nv),
+                         dof_stiffness=rng.uniform(0.0, 3.0, model.nv))
 
 
 @pytest.mark.parametrize("name", ["arm7", "quadruped"])

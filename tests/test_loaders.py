@@ -556,11 +556,11 @@ def test_mjcf_inertiafromgeom_equals_mujoco(mode):
 
 
 @pytest.mark.parametrize("name", ["half_cheetah", "hopper", "walker2d", "swimmer", "reacher", "pusher", "humanoid", "ant"])
-def test_gymnasium_models_have_mujocos_mass_matrix(name):
-    """Gymnasium's MuJoCo benchmarks, as published: inferred inertias, settotalmass (the half
-    cheetah), armature, free bases (the ant, the humanoid: their free joints' velocities are
-    expressed differently, so the joint-space block is compared), fluid options (the swimmer:
-    warned and ignored)."""
+def test_gymnasium_models_have_mujocos_mass_matrix_and_accelerations(name):
+    """Gymnasium's MuJoCo benchmarks, as published: inferred inertias, settotalmass and joint
+    springs (the half cheetah), armature, damping, free bases (the ant, the humanoid: their free
+    joints' velocities are expressed differently, so the joint-space block of M is compared),
+    fluid options (the swimmer: warned and ignored)."""
     mujoco = pytest.importorskip("mujoco")
     spec = importlib.util.find_spec("gymnasium")  # a test dependency; its mujoco package needs more to import
     assert spec is not None and spec.submodule_search_locations
@@ -595,3 +595,14 @@ def test_gymnasium_models_have_mujocos_mass_matrix(name):
         bid = mujoco.mj_name2id(mm, mujoco.mjtObj.mjOBJ_BODY, model.body_names[i])
         if bid >= 0:
             assert_close(pos[i], md.xpos[bid], MJ_TOL, what=f"{name} body {model.body_names[i]}")
+    if name in ("ant", "humanoid", "swimmer"):  # free-joint velocity frames differ; fluid forces
+        return
+    # forward dynamics with joint damping, armature and springs (the half cheetah's stiffness 8),
+    # MuJoCo's contacts and limits off
+    rng = np.random.default_rng(4)
+    qd, tau = rng.normal(size=(2, model.nv))
+    mm.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_CONTACT | mujoco.mjtDisableBit.mjDSBL_LIMIT
+    md.qvel[vadr], md.qfrc_applied[vadr] = qd, tau
+    mujoco.mj_forward(mm, md)
+    expect = md.qacc[vadr]
+    assert_close(simad.forward_dynamics(model, q, qd, tau), expect, MJ_TOL * (1 + np.abs(expect).max()), what=f"{name} qdd")

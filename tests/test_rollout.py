@@ -21,7 +21,7 @@ GRAD_RTOL = 2e-6  # |fd - analytic| / max(1, |fd|)
 
 def rich_model(rng, free=True):
     """A tree exercising every feature: free or hinged root, revolute with limits, damping and
-    armature, prismatic, a fixed joint, motors with and without control ranges, a site."""
+    armature, prismatic, springs, a fixed joint, motors with and without control ranges, a site."""
     b = simad.ModelBuilder("rich", gravity=(0.3, -0.2, -9.81))
 
     def body(name, parent):
@@ -38,9 +38,10 @@ def rich_model(rng, free=True):
     b.add_joint("l1", "j1", "revolute", axis=rng.normal(size=3), anchor=rng.normal(size=3) * 0.2, range=(-0.3, 0.3),
                 damping=0.2, armature=0.05)
     body("l2", "l1")
-    b.add_joint("l2", "j2", "prismatic", axis=rng.normal(size=3), range=(-0.1, 0.2), damping=0.3)
+    b.add_joint("l2", "j2", "prismatic", axis=rng.normal(size=3), range=(-0.1, 0.2), damping=0.3, stiffness=5.0,
+                springref=0.05)
     body("l3", "base")
-    b.add_joint("l3", "j3", "revolute", axis=rng.normal(size=3), armature=0.1)
+    b.add_joint("l3", "j3", "revolute", axis=rng.normal(size=3), armature=0.1, stiffness=2.0, springref=0.3)
     body("l4", "l3")  # welded to l3
     body("l5", "l4")
     b.add_joint("l5", "j5", "revolute", axis=rng.normal(size=3))
@@ -203,8 +204,8 @@ def test_rollout_vjp_matches_finite_differences(rng, free, integrator, closed):
     }
     if closed:
         errs["gains"] = _fd_check(lambda x: loss(gains=x), p["gains"], g.gains, rng)
-    for name in ("body_mass", "body_com", "body_inertia", "body_pos", "dof_damping", "dof_armature", "gravity",
-                 "actuator_gear"):
+    for name in ("body_mass", "body_com", "body_inertia", "body_pos", "dof_damping", "dof_armature", "dof_stiffness",
+                 "gravity", "actuator_gear"):
         P = np.asarray(getattr(m, name), dtype=float)
         errs[name] = _fd_check(lambda x, name=name: loss(model=m.replace(**{name: x})), P, g.params[name], rng, n=3,
                                sym=name == "body_inertia", skip_world=name.startswith("body"))

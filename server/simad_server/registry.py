@@ -56,7 +56,8 @@ def build_spec(spec: models_pb2.ModelSpec) -> simad.Model:
                    mass=body.mass, com=_opt(body.com) or (0, 0, 0), inertia=_opt(body.inertia))
     for j in spec.joints:
         b.add_joint(j.body, j.name, j.type or "revolute", axis=_opt(j.axis) or (0, 0, 1),
-                    anchor=_opt(j.anchor) or (0, 0, 0), range=_opt(j.range), damping=j.damping, armature=j.armature)
+                    anchor=_opt(j.anchor) or (0, 0, 0), range=_opt(j.range), damping=j.damping, armature=j.armature,
+                    stiffness=j.stiffness, springref=j.springref)
     for a in spec.actuators:
         b.add_actuator(a.joint, gear=a.gear or 1.0, ctrl_range=_opt(a.ctrl_range), name=a.name or None)
     for s in spec.sites:

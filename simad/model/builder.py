@@ -48,6 +48,8 @@ class _Joint:
     range: tuple[float, float]
     damping: float
     armature: float
+    stiffness: float = 0.0
+    springref: float = 0.0
 
 
 def _vec(value, n, element, field_name):
@@ -185,6 +187,8 @@ class ModelBuilder:
         limited: bool | None = None,
         damping: float = 0.0,
         armature: float = 0.0,
+        stiffness: float = 0.0,
+        springref: float = 0.0,
     ) -> None:
         """Adds a joint moving ``body`` relative to its parent (several joints compose in order).
 
@@ -193,6 +197,8 @@ class ModelBuilder:
             axis: joint axis in the body frame (normalised here). anchor: a point on the axis.
             range: (lower, upper) limits in rad or m; ``limited`` defaults to ``range is not None``.
             damping: viscous damping per dof. armature: rotor inertia added per dof.
+            stiffness: a spring's stiffness (N m/rad or N/m; 1-dof joints only): the passive
+                force -stiffness (q - springref), springref in rad or m (MuJoCo's joint spring).
         """
         bid = self.body_id(body, f"joint '{name}'", "body")
         element = f"joint '{name}'"
@@ -227,6 +233,9 @@ class ModelBuilder:
             lo, hi = float(r[0]), float(r[1])
             if lo > hi:
                 raise ModelError(f"lower {lo} > upper {hi}", element=element, field="range")
+        stiff = _scalar(stiffness, element, "stiffness", lo=0.0)
+        if stiff > 0 and jtype == JointType.FREE:
+            raise ModelError("a free joint cannot have a spring", element=element, field="stiffness")
         self._bodies[bid].joints.append(
             _Joint(
                 name,
@@ -237,6 +246,8 @@ class ModelBuilder:
                 (lo, hi),
                 _scalar(damping, element, "damping", lo=0.0),
                 _scalar(armature, element, "armature", lo=0.0),
+                stiff,
+                _scalar(springref, element, "springref"),
             )
         )
 
@@ -282,7 +293,7 @@ class ModelBuilder:
         nb = len(bodies)
         body_jnt = -np.ones(nb, np.int32)
         jnames, jtype, jbody, jqadr, jvadr, jaxis, janchor, jlim, jrange = [], [], [], [], [], [], [], [], []
-        dof_jnt, dof_damp, dof_arm, qpos0 = [], [], [], []
+        dof_jnt, dof_damp, dof_arm, dof_stiff, dof_ref, qpos0 = [], [], [], [], [], []
         for i, b in enumerate(bodies):
             if i and not (0 <= b.parent < i):
                 raise ModelError(f"parent index {b.parent} must precede body {i}", element=f"body '{b.name}'", field="parent")
@@ -303,6 +314,8 @@ class ModelBuilder:
             dof_jnt += [len(jnames) - 1] * nv
             dof_damp += [j.damping] * nv
             dof_arm += [j.armature] * nv
+            dof_stiff += [j.stiffness] * nv
+            dof_ref += [j.springref] * nv
             q0 = np.array([0.0, 0, 0, 1, 0, 0, 0]) if j.type == JointType.FREE else np.zeros(JOINT_NQ[j.type])
             if j.name in self._qpos0:
                 given = self._qpos0[j.name]
@@ -376,6 +389,8 @@ class ModelBuilder:
             dof_jnt=i32(dof_jnt),
             dof_damping=f64(dof_damp, (-1,)),
             dof_armature=f64(dof_arm, (-1,)),
+            dof_stiffness=f64(dof_stiff, (-1,)),
+            dof_springref=f64(dof_ref, (-1,)),
             qpos0=f64(qpos0, (-1,)),
             gravity=self.gravity.copy(),
             actuator_names=tuple(act_names),

@@ -303,7 +303,7 @@ class _Loader:
             rng = j["range"] if j["limited"] else None
             self.b.add_joint(
                 parent, j["name"], j["type"], axis=j["axis"], anchor=j["anchor"], range=rng,
-                damping=j["damping"], armature=j["armature"],
+                damping=j["damping"], armature=j["armature"], stiffness=j["stiffness"], springref=j["springref"],
             )  # fmt: skip
             if j["ref"] != 0.0:
                 self.b.set_qpos0(j["name"], [j["ref"]])
@@ -344,9 +344,12 @@ class _Loader:
         rng = self._vec(attrs, "range", element, 2, (0.0, 0.0)) * scale
         if limited and rng[0] > rng[1]:
             raise ModelError(f"lower {rng[0]} > upper {rng[1]}", element=element, field="range")
-        for ignored in ("stiffness", "frictionloss"):
-            if self._num(attrs, ignored, element, 0.0) != 0.0:
-                warnings.warn(f"MJCF {element}: {ignored} ignored", stacklevel=5)
+        if self._num(attrs, "frictionloss", element, 0.0) != 0.0:
+            warnings.warn(f"MJCF {element}: frictionloss ignored", stacklevel=5)
+        stiffness = self._num(attrs, "stiffness", element, 0.0)
+        if jtype == "free" and stiffness != 0.0:
+            warnings.warn(f"MJCF {element}: a free joint's stiffness ignored", stacklevel=5)
+            stiffness = 0.0
         self.joints.add(name)
         return {
             "name": name,
@@ -358,6 +361,8 @@ class _Loader:
             "ref": 0.0 if jtype == "free" else self._num(attrs, "ref", element, 0.0) * scale,
             "damping": self._num(attrs, "damping", element, 0.0),
             "armature": self._num(attrs, "armature", element, 0.0),
+            "stiffness": stiffness,
+            "springref": 0.0 if jtype == "free" else self._num(attrs, "springref", element, 0.0) * scale,
         }
 
     # -- inertia ------------------------------------------------------------------------------
@@ -526,14 +531,14 @@ def load_mjcf(source, *, name: str | None = None) -> Model:
         xyaxes / zaxis), ``<inertial>`` (diaginertia or fullinertia) or mass and inertia
         inferred from sphere / box / capsule / cylinder / ellipsoid geoms (density 1000, or the
         geom's ``mass``), hinge / slide / free joints (axis, pos, range, limited, ref, damping,
-        armature), geoms (plane, sphere, capsule, box; cylinder -> capsule; ellipsoids, meshes
+        armature, stiffness and springref), geoms (plane, sphere, capsule, box; cylinder -> capsule; ellipsoids, meshes
         and height fields skipped for collisions with a warning; visual-only geoms with
         ``contype = conaffinity = 0`` skipped), sites (pos and orientation, or ``fromto``; a site
         named like a body is renamed ``"<name>_site"`` with a warning, since frames share one
         namespace) and ``<motor>`` actuators on joints (gear's first value; an unnamed motor is
         named after its joint). Ignored: assets, visuals, cameras, lights, contacts, sensors,
-        keyframes, equality constraints and tendons (warned), joint stiffness / frictionloss
-        (warned), actuator forcerange (warned), mesh inertias (warned), the fluid forces of
+        keyframes, equality constraints and tendons (warned), joint frictionloss and a free
+        joint's stiffness (warned), actuator forcerange (warned), mesh inertias (warned), the fluid forces of
         ``<option density viscosity>`` (warned).
 
     Raises:

@@ -97,6 +97,8 @@ class Model:
     dof_jnt: np.ndarray = static()  # (nv,) int32
     dof_damping: np.ndarray = param()  # (nv,) N m s/rad or N s/m
     dof_armature: np.ndarray = param()  # (nv,) kg m^2 or kg, added to the mass-matrix diagonal
+    dof_stiffness: np.ndarray = param()  # (nv,) N m/rad or N/m: the passive force -stiffness (q - springref)
+    dof_springref: np.ndarray = static()  # (nv,) rad or m, the spring's rest position (1-dof joints)
     # --- configuration -----------------------------------------------------------------------
     qpos0: np.ndarray = static()  # (nq,) default configuration
     gravity: np.ndarray = param()  # (3,) m/s^2, world frame
