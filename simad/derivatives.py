@@ -181,7 +181,7 @@ def _pairs(topo: ti.template(), dof: ti.template(), E: ti.template(), Tq: ti.tem
                 ba = topo[ba, 0]
     for d in range(nv):
         Tv[b, d, d] += dof[d, 0]
-        Tq[b, d, d] += dof[d, 2]  # the spring (zero on free dofs: the builder refuses one there)
+        Tq[b, d, d] += dof[d, 2]  # the spring (pack_dynamics zeroes it on free dofs)
         M[b, d, d] += dof[d, 1]
 
 

@@ -182,7 +182,7 @@ def velocities(qd: ti.template(), topo: ti.template(), geo: ti.template(), pose:
 
 
 # ---------------------------------------------------------------------------------------------
-# RNEA: tau = M qdd + h + damping qd (armature included)
+# RNEA: tau = M qdd + h + damping qd + stiffness (q - springref) (armature included)
 # ---------------------------------------------------------------------------------------------
 @ti.func
 def spring(q: ti.template(), dof: ti.template(), b, qa, d):
