@@ -481,6 +481,11 @@ def forward_dynamics(model: Model, q, qd, tau) -> np.ndarray:
     Returns:
         qdd: (B, nv) with M(q) qdd + h(q, qd) + damping * qd + stiffness * (q - springref) = tau
             (armature in M).
+
+    Raises:
+        InputError: a malformed or non-finite argument (named). ModelError: a joint that moves
+        no mass (``Model.massless_joints``). NonFiniteError ("qdd", first env): M(q) singular at
+        that configuration (e.g. a point mass on a hinge's axis).
     """
     qb, qdb, tb, single = _batch3(model, q, qd, tau, ("q", "qd", "tau"))
     require_invertible(model)
@@ -489,6 +494,11 @@ def forward_dynamics(model: Model, q, qd, tau) -> np.ndarray:
     qdd = np.zeros((qb.shape[0], max(model.nv, 1)), qb.dtype)
     _aba_kernel(qb, qdb, tb, k["topo"], k["geo"], d["dyn"], _dof(d), pose, S, qdd, *batch_mode(qb.shape[0]))
     qdd = qdd[:, : model.nv]
+    if not np.isfinite(qdd).all():  # finite inputs (validated): M(q) is singular at this q
+        from .errors import NonFiniteError
+
+        raise NonFiniteError("qdd", int(np.argwhere(~np.isfinite(qdd))[0][0]), None,
+                             "the mass matrix is singular at this configuration (mass on a joint axis only?)")
     return qdd[0] if single else qdd
 
 

@@ -136,3 +136,19 @@ def test_a_joint_that_moves_no_mass_is_refused_by_name_but_kinematics_works():
     assert fixed.massless_joints == ()
     qdd = simad.forward_dynamics(fixed, q, z, np.array([0.0, 1.0, 1.0]))
     assert_close(qdd[1:], np.array([1e3, 1e3]), 1e-6, what="armature-only dofs")
+
+
+def test_a_mass_matrix_singular_at_the_configuration_is_reported_not_returned():
+    """A point mass on the hinge's own axis: not massless, yet the hinge moves no inertia. The
+    ABA would divide by zero; simad names the output and the first env instead of returning NaN."""
+    b = simad.ModelBuilder("point_on_axis")
+    link = b.add_body("link", "world", mass=1.0, com=(0, 0, 0.3))
+    b.add_joint(link, "hinge", "revolute", axis=(0, 0, 1))
+    model = b.finalize()
+    assert model.massless_joints == ()
+    with pytest.raises(simad.NonFiniteError) as e:
+        simad.forward_dynamics(model, np.zeros((3, 1)), np.zeros((3, 1)), np.ones((3, 1)))
+    assert e.value.field == "qdd" and e.value.env == 0
+    with pytest.raises(simad.InputError) as e:
+        simad.forward_dynamics(model, [np.nan], [0.0], [0.0])
+    assert e.value.field == "q"
