@@ -487,6 +487,18 @@ def _act(xml: str) -> str:
     return _mj(_BODY.format(""), f"<actuator>{xml}</actuator>")
 
 
+def test_mjcf_servo_actuators_and_tendon_transmissions_are_skipped_with_a_warning():
+    """Menagerie-style models drive their joints with servos (<position>, <general>); the model
+    loads with its motors only, and says which actuators it dropped."""
+    xml = _act('<position name="p" joint="j" kp="10"/><motor name="m" joint="j" gear="3"/>'
+               '<general name="g" joint="j"/><motor name="t" tendon="tt"/>')
+    with pytest.warns(UserWarning) as caught:
+        model = load_mjcf(xml)
+    text = " ".join(str(w.message) for w in caught)
+    assert "actuator 'p'" in text and "<position>" in text and "actuator 'g'" in text and "actuator 't'" in text
+    assert model.actuator_names == ("m",) and model.actuator_gear.tolist() == [3.0]
+
+
 @pytest.mark.parametrize(
     "text,element,field",
     [
@@ -495,8 +507,6 @@ def _act(xml: str) -> str:
         (_mj(_BODY.format('type="screw"')), "joint 'j'", "type"),
         (_mj(_BODY.format('type="ball"')), "joint 'j'", "type"),
         (_act('<motor name="m" joint="nope"/>'), "actuator 'm'", "joint"),
-        (_act('<position name="p" joint="j"/>'), "actuator 'p'", "type"),
-        (_act('<general name="g" joint="j"/>'), "actuator 'g'", "type"),
         (_mj('<body name="b"><joint/><inertial mass="-1" diaginertia="1 1 1"/></body>'), "inertial of body 'b'", "mass"),
         (_mj('<body name="b"><joint/><geom name="g" size="0.1" mass="-2"/></body>'), "geom 'g'", "mass"),
         (_mj('<body name="b" pos="0 x 0"><joint/><geom size="0.1"/></body>'), "body 'b'", "pos"),
@@ -509,8 +519,7 @@ def _act(xml: str) -> str:
         (_mj(_BODY.format(""), '<include file="other.xml"/>'), "include", "file"),
     ],
     ids=[
-        "malformed", "root", "unknown-joint-type", "ball", "actuator-unknown-joint", "position-actuator",
-        "general-actuator", "negative-inertial-mass", "negative-geom-mass", "bad-number", "bad-range",
+        "malformed", "root", "unknown-joint-type", "ball", "actuator-unknown-joint", "negative-inertial-mass", "negative-geom-mass", "bad-number", "bad-range",
         "lower-gt-upper", "nested-free-joint", "unknown-class", "bad-angle-unit", "ctrllimited-no-range", "include",
     ],
 )  # fmt: skip

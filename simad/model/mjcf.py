@@ -493,12 +493,16 @@ class _Loader:
                 name = f"actuator{k}"
             self.actuator_names.add(name)
             element = f"actuator '{name}'"
-            if el.tag != "motor":
-                raise ModelError(f"<{el.tag}> actuators are not supported (only <motor>)", element=element, field="type")
+            if el.tag != "motor":  # servos (position, velocity, general...): the model loads without them
+                warnings.warn(f"MJCF {element}: <{el.tag}> actuators are not supported (only <motor>): skipped",
+                              stacklevel=4)
+                continue
             a = self._resolve(el, "actuator", None, element)
             joint = a.get("joint")
             if joint is None:
-                raise ModelError("only joint transmissions are supported (give joint=...)", element=element, field="joint")
+                warnings.warn(f"MJCF {element}: only joint transmissions are supported (tendon, site...): skipped",
+                              stacklevel=4)
+                continue
             if joint not in self.joints:
                 raise ModelError(f"unknown joint '{joint}'", element=element, field="joint")
             gear = self._first(a, "gear", element, 1.0)
@@ -536,7 +540,8 @@ def load_mjcf(source, *, name: str | None = None) -> Model:
         ``contype = conaffinity = 0`` skipped), sites (pos and orientation, or ``fromto``; a site
         named like a body is renamed ``"<name>_site"`` with a warning, since frames share one
         namespace) and ``<motor>`` actuators on joints (gear's first value; an unnamed motor is
-        named after its joint). Ignored: assets, visuals, cameras, lights, contacts, sensors,
+        named after its joint; other actuator types and transmissions are skipped with a warning).
+        Ignored: assets, visuals, cameras, lights, contacts, sensors,
         keyframes, equality constraints and tendons (warned), joint frictionloss and a free
         joint's stiffness (warned), actuator forcerange (warned), mesh inertias (warned), the fluid forces of
         ``<option density viscosity>`` (warned).
