@@ -26,7 +26,8 @@ Two learners, for the same wall time (``--budget`` seconds, or the time APG take
 Both are scored on the same 64 held-out initial states (a grid): the mean loss per step, and
 the success rate (the tip above 0.9 m over the last 0.5 s).
 
-Run: python examples/policy_pendulum.py [--budget 40] [--iterations N] [--out DIR] [--seed 0]
+Run: python examples/policy_pendulum.py [--budget 40] [--iterations N] [--fd-iterations N] [--out DIR]
+[--seed 0]
 Writes DIR/policy_pendulum.png (learning curves vs wall time, and the held-out swing-ups of
 the trained APG policy) and DIR/summary.json; exits 0 if the APG policy swings up at least
 80 % of the held-out states.
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -153,8 +155,9 @@ def _qqu(tr):
 
 
 def run(address: str, budget: float, seed: int, out: Path | None, verbose: bool = True,
-        max_iterations: int | None = None) -> dict:
-    """Trains APG for ``budget`` s (or ``max_iterations``), then FD for the time APG took."""
+        max_iterations: int | None = None, fd_iterations: int | None = None) -> dict:
+    """Trains APG for ``budget`` s (or ``max_iterations``), then FD for the time APG took (or
+    exactly ``fd_iterations``: a budget that does not depend on the host's speed)."""
     from simad_client import Client
 
     def progress(method, elapsed, total, ev):
@@ -172,7 +175,10 @@ def run(address: str, budget: float, seed: int, out: Path | None, verbose: bool 
         if not np.allclose(server, mine, rtol=1e-9, atol=1e-9):
             raise RuntimeError(f"numpy loss {mine} differs from the server's {server}")
         runs = {"apg": train(task, "apg", budget, seed, progress, max_iterations)}
-        runs["fd"] = train(task, "fd", runs["apg"]["time_s"], seed, progress)
+        if fd_iterations is None:
+            runs["fd"] = train(task, "fd", runs["apg"]["time_s"], seed, progress)
+        else:
+            runs["fd"] = train(task, "fd", math.inf, seed, progress, fd_iterations)
     apg = runs["apg"]
     summary = {
         "budget_s": budget, "batch": B, "steps": T, "dt": DT, "policy_weights": int(task.policy0.num_params),
@@ -229,13 +235,16 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=40.0, help="training wall time per method, s")
     ap.add_argument("--iterations", type=int, default=None,
                     help="stop APG after this many iterations (the baseline then gets the time APG took)")
+    ap.add_argument("--fd-iterations", type=int, default=None,
+                    help="train the FD baseline for exactly this many iterations (default: APG's wall time)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("policy_out"))
     args = ap.parse_args(argv)
     print("starting a local simad server (the first run compiles the batched kernels, about a minute) ...",
           flush=True)
     with local_server() as address:
-        s = run(address, args.budget, args.seed, args.out, max_iterations=args.iterations)
+        s = run(address, args.budget, args.seed, args.out, max_iterations=args.iterations,
+                fd_iterations=args.fd_iterations)
     print(f"wrote {args.out / 'policy_pendulum.png'} and {args.out / 'summary.json'}")
     return 0 if s["success"] else 1
 
