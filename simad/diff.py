@@ -77,8 +77,13 @@ def accel_vjp(qw: ti.template(), vw: ti.template(), uw: ti.template(), aw: ti.te
             uc = ti.min(ti.max(u, act[a, 3]), act[a, 4])
             if u < act[a, 3] or u > act[a, 4]:
                 pas = 0.0
-        gearbar[b, a] += uc * lam[b, d]
-        ub[b, a] += pas * act[a, 1] * lam[b, d]
+        g, qa = act[a, 1], ti.cast(act[a, 9], ti.i32)
+        x, xd = qw[b, qa], vw[b, d]
+        # tau_d += g (gain uc + b0 + b1 g x + b2 g xd)
+        gearbar[b, a] += (act[a, 5] * uc + act[a, 6] + 2.0 * g * (act[a, 7] * x + act[a, 8] * xd)) * lam[b, d]
+        ub[b, a] += pas * g * act[a, 5] * lam[b, d]
+        qsb[b, qa] += g * g * act[a, 7] * lam[b, d]
+        vsb[b, d] += g * g * act[a, 8] * lam[b, d]
     for d in range(nv):
         if lim[d, 0] > 0.5:
             qa = ti.cast(lim[d, 3], ti.i32)

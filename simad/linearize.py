@@ -148,15 +148,19 @@ def _right_jacobian(phi):
 @ti.func
 def _force_jacobians(qw: ti.template(), uw: ti.template(), act: ti.template(), lim: ti.template(),
                      X: ti.template(), b, nv, kl, dl):
-    """Adds d tau_applied / d(q, qd, u) to X = [. | . | .] (nv x (2 nv + nu)): the motors'
-    gear times the clip's derivative (1 inside the range and on its bounds, 0 outside, as the
-    reverse pass) and the soft limits' -kl, -dl outside the range (``rollout.generalized_forces``)."""
+    """Adds d tau_applied / d(q, qd, u) to X = [. | . | .] (nv x (2 nv + nu)): the actuators'
+    gear * gain times the clip's derivative (1 inside the range and on its bounds, 0 outside, as
+    the reverse pass), the servos' bias slopes gear^2 bias[1], gear^2 bias[2], and the soft
+    limits' -kl, -dl outside the range (``rollout.generalized_forces``)."""
     for a in range(uw.shape[1]):
         u = uw[b, a]
         pas = 1.0
         if act[a, 2] > 0.5 and (u < act[a, 3] or u > act[a, 4]):
             pas = 0.0
-        X[b, ti.cast(act[a, 0], ti.i32), 2 * nv + a] += pas * act[a, 1]
+        d, g = ti.cast(act[a, 0], ti.i32), act[a, 1]
+        X[b, d, 2 * nv + a] += pas * g * act[a, 5]
+        X[b, d, d] += g * g * act[a, 7]  # a 1-dof joint: its q tangent is its dof
+        X[b, d, nv + d] += g * g * act[a, 8]
     for d in range(nv):
         if lim[d, 0] > 0.5:
             x = qw[b, ti.cast(lim[d, 3], ti.i32)]

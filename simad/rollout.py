@@ -51,12 +51,15 @@ FIELDS = {1: "qd", 2: "q", 3: "u", 4: "gradient"}  # status codes of the kernels
 
 
 def pack_control(model: Model, dtype) -> dict:
-    """``act`` (max(nu, 1), 5): dof, gear, ctrllimited, lo, hi (a zero-gear row when nu == 0).
-    ``lim`` (max(nv, 1), 4): limited, lo, hi, q index of each dof (one-dof joints only)."""
-    act = np.zeros((max(model.nu, 1), 5), dtype)
+    """``act`` (max(nu, 1), 10): dof, gear, ctrllimited, lo, hi, gain, bias (3), q index (a
+    zero-gear row when nu == 0). ``lim`` (max(nv, 1), 4): limited, lo, hi, q index of each dof
+    (one-dof joints only)."""
+    act = np.zeros((max(model.nu, 1), 10), dtype)
     for a in range(model.nu):
         lo, hi = model.actuator_ctrlrange[a]
-        act[a] = (model.actuator_dof[a], model.actuator_gear[a], bool(model.actuator_ctrllimited[a]), lo, hi)
+        qa = model.jnt_qadr[model.dof_jnt[model.actuator_dof[a]]]
+        act[a] = (model.actuator_dof[a], model.actuator_gear[a], bool(model.actuator_ctrllimited[a]), lo, hi,
+                  model.actuator_gain[a], *model.actuator_bias[a], qa)
     lim = np.zeros((max(model.nv, 1), 4), dtype)
     for j in range(model.njnt):
         if model.jnt_type[j] in (JointType.REVOLUTE, JointType.PRISMATIC) and model.jnt_limited[j]:
@@ -110,14 +113,17 @@ def controls_env(topo: ti.template(), ff: ti.template(), K: ti.template(), xq: t
 @ti.func
 def generalized_forces(qw: ti.template(), vw: ti.template(), uw: ti.template(), act: ti.template(),
                        lim: ti.template(), tw: ti.template(), b, nv, kl, dl):
-    """tw[b] = gear * clip(u) + soft-limit forces."""
+    """tw[b] = the actuators' gear * (gain clip(u) + bias . (1, gear q, gear qd)) + soft-limit forces."""
     for d in range(nv):
         tw[b, d] = 0.0
     for a in range(uw.shape[1]):
         u = uw[b, a]
         if act[a, 2] > 0.5:
             u = ti.min(ti.max(u, act[a, 3]), act[a, 4])
-        tw[b, ti.cast(act[a, 0], ti.i32)] += act[a, 1] * u
+        d = ti.cast(act[a, 0], ti.i32)
+        g = act[a, 1]
+        x = qw[b, ti.cast(act[a, 9], ti.i32)]
+        tw[b, d] += g * (act[a, 5] * u + act[a, 6] + act[a, 7] * g * x + act[a, 8] * g * vw[b, d])
     for d in range(nv):
         if lim[d, 0] > 0.5:
             x = qw[b, ti.cast(lim[d, 3], ti.i32)]

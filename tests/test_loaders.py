@@ -487,16 +487,45 @@ def _act(xml: str) -> str:
     return _mj(_BODY.format(""), f"<actuator>{xml}</actuator>")
 
 
-def test_mjcf_servo_actuators_and_tendon_transmissions_are_skipped_with_a_warning():
-    """Menagerie-style models drive their joints with servos (<position>, <general>); the model
-    loads with its motors only, and says which actuators it dropped."""
-    xml = _act('<position name="p" joint="j" kp="10"/><motor name="m" joint="j" gear="3"/>'
-               '<general name="g" joint="j"/><motor name="t" tendon="tt"/>')
+def test_unsupported_mjcf_actuators_and_tendon_transmissions_are_skipped_with_a_warning():
+    """Activation dynamics, muscles and tendon transmissions: the model loads with the actuators
+    it can simulate, and says which ones it dropped."""
+    xml = _act('<intvelocity name="iv" joint="j" kp="10"/><motor name="m" joint="j" gear="3"/>'
+               '<general name="g" joint="j" dyntype="filter"/><motor name="t" tendon="tt"/>'
+               '<position name="p" joint="j" kp="7" kv="0.5"/>')
     with pytest.warns(UserWarning) as caught:
         model = load_mjcf(xml)
     text = " ".join(str(w.message) for w in caught)
-    assert "actuator 'p'" in text and "<position>" in text and "actuator 'g'" in text and "actuator 't'" in text
-    assert model.actuator_names == ("m",) and model.actuator_gear.tolist() == [3.0]
+    assert "actuator 'iv'" in text and "<intvelocity>" in text and "actuator 'g'" in text and "actuator 't'" in text
+    assert model.actuator_names == ("m", "p") and model.actuator_gear.tolist() == [3.0, 1.0]
+    assert_close(model.actuator_gain, [1.0, 7.0], 0)
+    assert_close(model.actuator_bias, [[0, 0, 0], [0, -7.0, -0.5]], 0)
+
+
+def test_mjcf_servo_actuators_move_the_joints_as_in_mujoco():
+    """<position>, <velocity>, <general> (fixed gain, affine bias) and <motor>, with gears and
+    joint damping: the accelerations of one step equal MuJoCo's qacc."""
+    mujoco = pytest.importorskip("mujoco")
+    xml = """<mujoco><option gravity="0 0 -9.81"/><worldbody>
+      <body name="a" pos="0 0 1"><joint name="j1" axis="0 1 0" damping="0.1"/>
+        <geom type="capsule" fromto="0 0 0 0 0 -0.5" size="0.05"/>
+        <body name="b" pos="0 0 -0.5"><joint name="j2" axis="1 0 0" type="slide"/><geom size="0.1"/></body>
+      </body></worldbody>
+      <actuator><position name="p" joint="j1" kp="30" kv="2" gear="1.5"/><velocity name="v" joint="j2" kv="4"/>
+        <general name="g" joint="j1" gainprm="2" biasprm="0.3 -1 -0.5" biastype="affine" gear="0.7"/>
+        <motor name="m" joint="j2" gear="2"/></actuator></mujoco>"""
+    model = load_mjcf(xml)
+    mm = mujoco.MjModel.from_xml_string(xml)
+    md = mujoco.MjData(mm)
+    rng = np.random.default_rng(5)
+    dt = 1e-3
+    for _ in range(3):
+        q, qd, u = rng.normal(size=2), rng.normal(size=2), rng.normal(size=4)
+        md.qpos[:], md.qvel[:], md.ctrl[:] = q, qd, u
+        mujoco.mj_forward(mm, md)
+        tr = simad.rollout(model, q, qd, u[None], dt)  # semi-implicit Euler: qd_1 = qd + dt qdd
+        qdd = (np.asarray(tr.qd).reshape(-1, 2)[-1] - qd) / dt
+        assert_close(qdd, md.qacc, 1e-9 * (1 + np.abs(md.qacc).max()), what="qacc with servos")
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,8 @@ GRAD_RTOL = 2e-6  # |fd - analytic| / max(1, |fd|)
 
 def rich_model(rng, free=True):
     """A tree exercising every feature: free or hinged root, revolute with limits, damping and
-    armature, prismatic, springs, a fixed joint, motors with and without control ranges, a site."""
+    armature, prismatic, springs, a fixed joint, motors with and without control ranges, a servo,
+    a site."""
     b = simad.ModelBuilder("rich", gravity=(0.3, -0.2, -9.81))
 
     def body(name, parent):
@@ -48,6 +49,7 @@ def rich_model(rng, free=True):
     b.add_actuator("j1", gear=2.0, ctrl_range=(-1.0, 1.0))
     b.add_actuator("j2", gear=0.5)
     b.add_actuator("j5", gear=1.5, ctrl_range=(-0.5, 0.5))
+    b.add_actuator("j3", gear=0.8, gain=1.5, bias=(0.2, -1.5, -0.3), name="servo3")  # a position servo
     b.add_site("tip", "l5", pos=(0.1, 0.2, 0.3))
     return b.finalize()
 
@@ -77,7 +79,9 @@ def test_rollout_equals_a_stepwise_loop_over_forward_dynamics(rng, free):
         tau = np.zeros((3, m.nv))
         for a in range(m.nu):
             uc = np.clip(u[:, a], *m.actuator_ctrlrange[a]) if m.actuator_ctrllimited[a] else u[:, a]
-            tau[:, m.actuator_dof[a]] += m.actuator_gear[a] * uc
+            d, g, b0, b1, b2 = m.actuator_dof[a], m.actuator_gear[a], *m.actuator_bias[a]
+            qa = m.jnt_qadr[m.dof_jnt[d]]
+            tau[:, d] += g * (m.actuator_gain[a] * uc + b0 + b1 * g * q[:, qa] + b2 * g * v[:, d])
         for j in range(m.njnt):  # soft limits
             if m.jnt_limited[j] and m.jnt_type[j] != simad.JointType.FREE:
                 qa, va = m.jnt_qadr[j], m.jnt_vadr[j]

@@ -67,18 +67,19 @@ def test_model_from_a_builder_spec_equals_the_builder(client):
                     "inertia": [0.1, 0.1, 0.01]}],
         "joints": [{"name": "hinge", "body": "link", "type": "revolute", "axis": [0, 1, 0], "damping": 0.1,
                     "stiffness": 3.0, "springref": 0.2}],
-        "actuators": [{"joint": "hinge", "gear": 2.0, "ctrl_range": [-1, 1]}],
+        "actuators": [{"joint": "hinge", "gear": 2.0, "ctrl_range": [-1, 1], "gain": 2.0, "bias": [0, -2, -0.1]}],
         "sites": [{"name": "tip", "body": "link", "pos": [0, 0, -1]}],
     }
     info = client.load_model(spec=spec)
     b = simad.ModelBuilder("pendulum")
     b.add_body("link", 0, mass=2.0, com=(0, 0, -0.5), inertia=(0.1, 0.1, 0.01))
     b.add_joint("link", "hinge", "revolute", axis=(0, 1, 0), damping=0.1, stiffness=3.0, springref=0.2)
-    b.add_actuator("hinge", gear=2.0, ctrl_range=(-1, 1))
+    b.add_actuator("hinge", gear=2.0, ctrl_range=(-1, 1), gain=2.0, bias=(0, -2, -0.1))  # a position servo
     b.add_site("tip", "link", pos=(0, 0, -1))
     model = b.finalize()
     assert info.content_hash == model.content_hash
-    # the spring acts through the wire as in the engine: at rest at q = 0, it pulls toward 0.2
+    # the spring and the servo act through the wire as in the engine: at rest at q = 0 the spring
+    # pulls toward 0.2, the servo (u = 0) back toward 0
     tr = client.rollout(info.model_id, [0.0], [0.0], np.zeros((3, 1)), 0.01)
     np.testing.assert_array_equal(tr.q, simad.rollout(model, [0.0], [0.0], np.zeros((3, 1)), 0.01).q)
     assert np.asarray(tr.q)[..., -1, 0].item() > 0.0

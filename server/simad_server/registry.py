@@ -59,7 +59,8 @@ def build_spec(spec: models_pb2.ModelSpec) -> simad.Model:
                     anchor=_opt(j.anchor) or (0, 0, 0), range=_opt(j.range), damping=j.damping, armature=j.armature,
                     stiffness=j.stiffness, springref=j.springref)
     for a in spec.actuators:
-        b.add_actuator(a.joint, gear=a.gear or 1.0, ctrl_range=_opt(a.ctrl_range), name=a.name or None)
+        b.add_actuator(a.joint, gear=a.gear or 1.0, ctrl_range=_opt(a.ctrl_range), name=a.name or None,
+                       gain=a.gain or 1.0, bias=_opt(a.bias) or (0.0, 0.0, 0.0))
     for s in spec.sites:
         b.add_site(s.name, s.body or 0, pos=_opt(s.pos) or (0, 0, 0), quat=_opt(s.quat))
     for g in spec.geoms:

@@ -282,9 +282,12 @@ class ModelBuilder:
             raise ModelError(f"must be in [0, 1], got {e}", element=element, field="restitution")
         self._geoms.append((name, gtype, bid, _rotation(rot, quat, element), _vec(pos, 3, element, "pos"), full, fr, e))
 
-    def add_actuator(self, joint: str, *, gear: float = 1.0, ctrl_range=None, name: str | None = None) -> None:
-        """A motor on a 1-dof joint: tau += gear * clip(u, ctrl_range)."""
-        self._actuators.append((name or joint, joint, gear, ctrl_range))
+    def add_actuator(self, joint: str, *, gear: float = 1.0, ctrl_range=None, name: str | None = None,
+                     gain: float = 1.0, bias=(0.0, 0.0, 0.0)) -> None:
+        """An actuator on a 1-dof joint: tau += gear * (gain * clip(u, ctrl_range) + bias[0]
+        + bias[1] gear q + bias[2] gear qd). The defaults make a motor (tau += gear * clip(u)); a
+        position servo with gains kp, kv is gain=kp, bias=(0, -kp, -kv) (MuJoCo's <position>)."""
+        self._actuators.append((name or joint, joint, gear, ctrl_range, gain, bias))
 
     # ------------------------------------------------------------------------------------------
     def finalize(self) -> Model:
@@ -333,8 +336,8 @@ class ModelBuilder:
             raise ModelError(f"unknown joint(s) {sorted(unknown)}", element="qpos0", field="joint")
         masses = np.array([b.mass for b in bodies])  # all-massless is fine for kinematics
 
-        act_names, act_dof, act_gear, act_lim, act_range = [], [], [], [], []
-        for name, joint, gear, cr in self._actuators:
+        act_names, act_dof, act_gear, act_lim, act_range, act_gain, act_bias = [], [], [], [], [], [], []
+        for name, joint, gear, cr, gain, bias in self._actuators:
             element = f"actuator '{name}'"
             if joint not in jnames:
                 raise ModelError(f"unknown joint '{joint}'", element=element, field="joint")
@@ -346,6 +349,8 @@ class ModelBuilder:
             act_names.append(name)
             act_dof.append(jvadr[ji])
             act_gear.append(_scalar(gear, element, "gear"))
+            act_gain.append(_scalar(gain, element, "gain"))
+            act_bias.append(_vec(bias, 3, element, "bias"))
             if cr is None:
                 act_lim.append(False)
                 act_range.append((-math.inf, math.inf))
@@ -398,6 +403,8 @@ class ModelBuilder:
             actuator_gear=f64(act_gear, (-1,)),
             actuator_ctrllimited=np.asarray(act_lim, dtype=bool).reshape(-1),
             actuator_ctrlrange=f64(act_range, (len(act_names), 2)),
+            actuator_gain=f64(act_gain, (-1,)),
+            actuator_bias=f64(act_bias, (len(act_names), 3)),
             site_names=tuple(s[0] for s in self._sites),
             site_body=i32([s[1] for s in self._sites]),
             site_rot=f64([s[2] for s in self._sites], (ns, 3, 3)),

@@ -493,11 +493,14 @@ class _Loader:
                 name = f"actuator{k}"
             self.actuator_names.add(name)
             element = f"actuator '{name}'"
-            if el.tag != "motor":  # servos (position, velocity, general...): the model loads without them
-                warnings.warn(f"MJCF {element}: <{el.tag}> actuators are not supported (only <motor>): skipped",
-                              stacklevel=4)
+            if el.tag not in ("motor", "position", "velocity", "general"):  # activation dynamics, muscles...
+                warnings.warn(f"MJCF {element}: <{el.tag}> actuators are not supported (motor, position, velocity, "
+                              "general): skipped", stacklevel=4)
                 continue
             a = self._resolve(el, "actuator", None, element)
+            gain_bias = self._gain_bias(el.tag, a, element)
+            if gain_bias is None:
+                continue
             joint = a.get("joint")
             if joint is None:
                 warnings.warn(f"MJCF {element}: only joint transmissions are supported (tendon, site...): skipped",
@@ -516,7 +519,30 @@ class _Loader:
                 raise ModelError(f"lower {cr[0]} > upper {cr[1]}", element=element, field="ctrlrange")
             if "forcerange" in a:
                 warnings.warn(f"MJCF {element}: forcerange ignored", stacklevel=4)
-            self.b.add_actuator(joint, gear=gear, ctrl_range=cr, name=name)
+            self.b.add_actuator(joint, gear=gear, ctrl_range=cr, name=name, gain=gain_bias[0], bias=gain_bias[1])
+
+    def _gain_bias(self, tag: str, a: dict, element: str):
+        """(gain, bias (3,)) of MuJoCo's actuator shortcuts (force = gain ctrl + bias . (1, L, dL/dt)),
+        or None (warned) for a <general> with another gain, bias or activation type."""
+        if tag == "motor":
+            return 1.0, (0.0, 0.0, 0.0)
+        if tag == "position":
+            kp, kv = self._num(a, "kp", element, 1.0), self._num(a, "kv", element, 0.0)
+            return kp, (0.0, -kp, -kv)
+        if tag == "velocity":
+            kv = self._num(a, "kv", element, 1.0)
+            return kv, (0.0, 0.0, -kv)
+        kinds = (a.get("gaintype", "fixed"), a.get("biastype", "none"), a.get("dyntype", "none"))
+        if kinds[0] != "fixed" or kinds[1] not in ("none", "affine") or kinds[2] != "none":
+            warnings.warn(f"MJCF {element}: <general> with gaintype/biastype/dyntype {kinds} is not supported "
+                          "(fixed, affine or none, none): skipped", stacklevel=5)
+            return None
+        gain = self._first(a, "gainprm", element, 1.0)
+        bias = np.zeros(3)
+        if kinds[1] == "affine" and a.get("biasprm"):
+            b = parse_floats(a["biasprm"], element, "biasprm")[:3]
+            bias[: b.size] = b
+        return gain, tuple(bias)
 
 
 def load_mjcf(source, *, name: str | None = None) -> Model:
@@ -540,7 +566,9 @@ def load_mjcf(source, *, name: str | None = None) -> Model:
         ``contype = conaffinity = 0`` skipped), sites (pos and orientation, or ``fromto``; a site
         named like a body is renamed ``"<name>_site"`` with a warning, since frames share one
         namespace) and ``<motor>`` actuators on joints (gear's first value; an unnamed motor is
-        named after its joint; other actuator types and transmissions are skipped with a warning).
+        named after its joint), ``<position kp kv>``, ``<velocity kv>`` and ``<general>`` with a
+        fixed gain and an affine bias (servos: ``Model.actuator_gain``, ``actuator_bias``); other
+        actuator types and transmissions are skipped with a warning.
         Ignored: assets, visuals, cameras, lights, contacts, sensors,
         keyframes, equality constraints and tendons (warned), joint frictionloss and a free
         joint's stiffness (warned), actuator forcerange (warned), mesh inertias (warned), the fluid forces of

@@ -108,6 +108,11 @@ class Model:
     actuator_gear: np.ndarray = param()  # (nu,)
     actuator_ctrllimited: np.ndarray = static()  # (nu,) bool
     actuator_ctrlrange: np.ndarray = static()  # (nu, 2)
+    # servos (MuJoCo's fixed gain, affine bias): the actuator's force is gain * clip(u) + bias[0]
+    # + bias[1] L + bias[2] dL/dt with L = gear * q, and tau[dof] += gear * force; a motor has
+    # gain 1, bias 0; a position servo gain kp, bias (0, -kp, -kv)
+    actuator_gain: np.ndarray = static()  # (nu,)
+    actuator_bias: np.ndarray = static()  # (nu, 3)
     # --- sites: named frames fixed to a body -------------------------------------------------
     site_names: tuple[str, ...] = static()
     site_body: np.ndarray = static()  # (nsite,) int32
