@@ -303,7 +303,11 @@ def test_a_killed_worker_is_replaced_with_every_model():
             with pytest.raises(WireError) as e:
                 fut.result(timeout=60)
         assert e.value.code == "UNAVAILABLE" and "worker" in e.value.message, e.value
-        old.join(30)
+        # the server's restart thread reaps the same process object: a join here can lose the
+        # waitpid race and return before the exit code is recorded, so wait for the record
+        t0 = time.monotonic()
+        while old.exitcode is None and time.monotonic() - t0 < 30:
+            time.sleep(0.01)
         assert old.exitcode == -signal.SIGKILL
 
         # the next calls succeed again (the client retries UNAVAILABLE while the new worker starts)
