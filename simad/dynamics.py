@@ -459,6 +459,8 @@ def require_invertible(model: Model) -> None:
     its row of M(q) is zero, and the ABA would divide by zero)."""
     from .errors import ModelError
 
+    if model.__dict__.get("_invertible"):  # checked before (a model's masses are fixed: replace() copies)
+        return
     if model.nv and model.body_mass.sum() + model.dof_armature.sum() <= 0:
         raise ModelError("every body is massless: forward dynamics is undefined", element=f"model '{model.name}'",
                          field="body_mass")
@@ -468,6 +470,7 @@ def require_invertible(model: Model) -> None:
         raise ModelError(f"moves no mass or inertia{more}: the mass matrix is singular and forward dynamics is "
                          "undefined; give the links below it mass and inertia, or the joint armature",
                          element=f"joint '{dead[0]}'", field="body_mass")
+    object.__setattr__(model, "_invertible", True)
 
 
 def forward_dynamics(model: Model, q, qd, tau) -> np.ndarray:

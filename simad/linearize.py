@@ -321,7 +321,7 @@ def linearize(model: Model, q, qd, u, dt: float, integrator: str = "semi_implici
     for lv, nm in ((lead_v, "qd"), (lead_u, "u")):
         if lv != lead:
             raise InputError(nm, f"expected leading dimensions {lead} like q, got {lv}")
-    for j in np.flatnonzero(model.jnt_type == 3):
+    for j in (np.flatnonzero(model.jnt_type == 3) if model.has_free_joint else ()):
         qa = model.jnt_qadr[j]
         if np.any(np.linalg.norm(qp[:, qa + 3 : qa + 7], axis=1) < 1e-9):
             raise InputError("q", f"quaternion of joint '{model.jnt_names[j]}' has zero norm")

@@ -20,7 +20,7 @@ checkpoints of ``rollout_vjp``). A non-finite state or control stops its env and
 with the env, step and field.
 """
 
-
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -475,9 +475,7 @@ def prepare(model, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limi
     else:
         if q_ref is not None or qd_ref is not None:
             raise InputError("q_ref", "references are only used with gains (closed loop)")
-        K = np.zeros((1, 1, 1, 1), dtype)
-        xq = np.zeros((1, 1, 1), dtype)
-        xv = np.zeros((1, 1, 1), dtype)
+        K, xq, xv = _stand_ins(dtype)["open"]
     inp = _Inputs(model, q0b, v0b, ff, K, xq, xv, closed, dt, INTEGRATORS[integrator], integrator, kl, dl, B, T)
     if policy is not None:
         if not isinstance(policy, MLPPolicy):
@@ -488,17 +486,41 @@ def prepare(model, q0, qd0, controls, dt, integrator, gains, q_ref, qd_ref, limi
         inp.policy = policy
         inp.pol, inp.theta, inp.hsize = policy.pack(dtype)
     else:
-        inp.pol, inp.theta = np.zeros((1, 6), dtype), np.zeros(1, dtype)
+        inp.pol, inp.theta = _stand_ins(dtype)["policy"]
     if contact is not None:
         inp.contact = contact
         inp.cg = contact_forces.pack(model, contact, dt, dtype)
     else:
-        inp.cg = contact_forces.no_contact(dtype)
+        inp.cg = _stand_ins(dtype)["contact"]
     return inp
 
 
+_STAND_INS: dict = {}
+
+
+def _stand_ins(dtype) -> dict:
+    """The kernels' inputs of a feature a call does not use, one set per dtype (reused, so the
+    launch sees the same arrays every call, see ``launch``): gains and references of an
+    open-loop rollout, the policy's arrays, the empty contact table, the unstored controls.
+    Kernels only read them."""
+    key = np.dtype(dtype).str
+    hit = _STAND_INS.get(key)
+    if hit is None:
+        hit = _STAND_INS[key] = {
+            "open": (np.zeros((1, 1, 1, 1), dtype), np.zeros((1, 1, 1), dtype), np.zeros((1, 1, 1), dtype)),
+            "policy": (np.zeros((1, 6), dtype), np.zeros(1, dtype)),
+            "contact": contact_forces.no_contact(dtype),
+            "us": np.zeros((1, 1, 1), dtype),
+        }
+    return hit
+
+
 class _Work:
-    """Per-env work buffers of the step kernels (reused within a call)."""
+    """Per-env work buffers of the step kernels, zeroed (reused within a call).
+
+    ``_Work.get`` hands out the same buffers to successive calls of the same sizes on a thread
+    (zeroed again), up to ``_WORK_BYTES`` in all: small calls would otherwise allocate eleven
+    arrays each time, and the launch re-set them (see ``launch``)."""
 
     def __init__(self, model: Model, B: int, dtype, hsize: int = 0):
         nq, nv, nu = model.nq, model.nv, max(model.nu, 1)
@@ -510,6 +532,28 @@ class _Work:
         self.dx = np.zeros((B, 2 * nv), dtype)
         self.ks = np.zeros((B, 9, nv), dtype)
         self.hw = np.zeros((B, 2 * hsize) if hsize else (1, 1), dtype)  # policy activations, cotangents
+        self.nbytes = sum(a.nbytes for a in self.__dict__.values())
+
+    @classmethod
+    def get(cls, model: Model, B: int, dtype, hsize: int = 0) -> "_Work":
+        key = (model.nq, model.nv, model.nu, model.nframe, model.nbody, B, np.dtype(dtype).str, hsize)
+        pool = _work_pool.__dict__.setdefault("pool", {})
+        w = pool.pop(key, None)
+        if w is None:
+            w = cls(model, B, dtype, hsize)
+            if w.nbytes > _WORK_BYTES:
+                return w
+        else:
+            for a in (w.pose, w.S, w.qw, w.q0w, w.vw, w.tw, w.aw, w.v0w, w.uw, w.dx, w.ks, w.hw):
+                a.fill(0)
+        pool[key] = w  # most recently used last
+        while sum(x.nbytes for x in pool.values()) > _WORK_BYTES or len(pool) > 8:
+            pool.pop(next(iter(pool)))
+        return w
+
+
+_work_pool = threading.local()
+_WORK_BYTES = 64 << 20
 
 
 _NO_TAPE: dict = {}
@@ -535,9 +579,9 @@ def run_forward(inp: _Inputs, q0, v0, t0: int, T: int, every: int, store_u: bool
     rows = (T + every - 1) // every + 1
     qs = np.empty((B, rows, m.nq), dtype)
     vs = np.empty((B, rows, m.nv), dtype)
-    us = np.empty((B, T, inp.ff.shape[2]), dtype) if store_u else np.zeros((1, 1, 1), dtype)
+    us = np.empty((B, T, inp.ff.shape[2]), dtype) if store_u else _stand_ins(dtype)["us"]
     status = np.zeros((B, 2), np.int32)
-    w = work or _Work(m, B, dtype, inp.hsize)
+    w = work or _Work.get(m, B, dtype, inp.hsize)
     k, d, c = kin_device(m), dyn_device(m), device(m)
     _rollout_kernel(q0, v0, inp.ff, inp.K, inp.xq, inp.xv, inp.pol, inp.theta, w.hw, k["topo"], k["geo"], d["dyn"],
                     _dof(d), c["act"], c["lim"], w.pose, w.S, w.qw, w.vw, w.uw, w.tw, w.aw, w.q0w, w.v0w, w.dx, w.ks, qs, vs, us,

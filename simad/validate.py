@@ -17,18 +17,24 @@ MAX_BATCH = 10_000_000  # envs per call; bounded so a typo cannot allocate the m
 
 def as_array(x, shape: tuple, name: str, *, finite: bool = True) -> np.ndarray:
     """``x`` as a C-contiguous array of the runtime float type with exactly ``shape``."""
-    try:
-        a = np.asarray(x)
-    except Exception as e:  # noqa: BLE001 - any conversion failure is the caller's input
-        raise InputError(name, f"cannot convert to an array: {e}") from None
-    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+    if type(x) is np.ndarray:
+        a = x
+    else:
+        try:
+            a = np.asarray(x)
+        except Exception as e:  # noqa: BLE001 - any conversion failure is the caller's input
+            raise InputError(name, f"cannot convert to an array: {e}") from None
+    kind = a.dtype.kind
+    if kind not in "biuf":  # bool, signed, unsigned, float
+        if kind == "c":
+            raise InputError(name, "expected real numbers, got complex")
         raise InputError(name, f"expected a numeric array, got dtype {a.dtype}")
-    if np.iscomplexobj(a):
-        raise InputError(name, "expected real numbers, got complex")
     if a.shape != tuple(shape):
         raise InputError(name, f"expected shape {tuple(shape)}, got {a.shape}")
-    a = np.ascontiguousarray(a, dtype=runtime.real_dtype())
-    if finite and not np.all(np.isfinite(a)):
+    dtype = runtime.real_dtype()
+    if a.dtype != dtype or not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a, dtype=dtype)
+    if finite and not np.isfinite(a).all():
         idx = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
         raise InputError(name, f"non-finite value {a[idx]} at index {list(idx)}")
     return a

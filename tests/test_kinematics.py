@@ -106,6 +106,21 @@ def test_single_configuration_and_batch_agree():
     assert np.array_equal(simad.frame_jacobian(model, q[17], "s0"), J[17])
 
 
+def test_other_numeric_inputs_are_converted_like_float64():
+    """Integer, bool, float32 and strided inputs mean their float64 values."""
+    rng = np.random.default_rng(6)
+    model, _, _ = random_tree(rng, nbody=5)
+    qi = rng.integers(-2, 3, size=(3, model.nq))
+    ref = simad.forward_kinematics(model, qi.astype(np.float64))
+    for q in (qi, qi.astype(np.int32), qi.astype(np.float32), np.asfortranarray(qi.astype(np.float64)),
+              np.repeat(qi.astype(np.float64), 2, axis=1)[:, ::2], qi.tolist()):
+        got = simad.forward_kinematics(model, q)
+        assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1])
+    qb = qi > 0
+    got = simad.forward_kinematics(model, qb)
+    assert np.array_equal(got[0], simad.forward_kinematics(model, qb.astype(np.float64))[0])
+
+
 def test_integrate_difference_roundtrip():
     rng = np.random.default_rng(9)
     model, _, _ = random_tree(rng, nbody=6, free_root=True)
@@ -123,6 +138,10 @@ def test_integrate_difference_roundtrip():
         (lambda m: simad.forward_kinematics(m, np.full((1, m.nq), np.nan)), "q"),
         (lambda m: simad.forward_kinematics(m, np.zeros((0, m.nq))), "q"),
         (lambda m: simad.forward_kinematics(m, [["a"] * m.nq]), "q"),
+        (lambda m: simad.forward_kinematics(m, np.zeros((1, m.nq), complex)), "q"),
+        (lambda m: simad.forward_kinematics(m, np.zeros((1, m.nq), object)), "q"),
+        (lambda m: simad.forward_kinematics(m, np.zeros((1, m.nq), "datetime64[s]")), "q"),
+        (lambda m: simad.forward_kinematics(m, np.array([[np.inf] + [0.0] * (m.nq - 1)])), "q"),
         (lambda m: simad.frame_jacobian(m, np.zeros(m.nq), "no_such_frame"), "frame"),
         (lambda m: simad.frame_jacobian(m, np.zeros(m.nq), 999), "frame"),
         (lambda m: simad.frame_jacobian(m, np.zeros(m.nq), ["b1", "nope"]), "frame[1]"),

@@ -95,6 +95,25 @@ def test_rollout_equals_a_stepwise_loop_over_forward_dynamics(rng, free):
     np.testing.assert_array_equal(tr.u, p["controls"])
 
 
+def test_reused_work_buffers_leave_no_trace_between_calls(rng):
+    """Rollouts of the same sizes share work buffers (``rollout._Work.get``): a call after
+    another model's, a policy rollout, a closed-loop one and a diverged one equals the
+    same call in a fresh buffer bit for bit."""
+    import importlib
+
+    ro = importlib.import_module("simad.rollout")  # the module (simad.rollout is the function)
+    m1, m2 = rich_model(rng, True), rich_model(np.random.default_rng(99), True)
+    p1, p2 = _problem(m1, rng, B=3, T=20), _problem(m2, rng, B=3, T=20, closed=True)
+    dt = 0.005
+    ro._work_pool.__dict__.clear()
+    first = simad.rollout(m1, p1["q0"], p1["qd0"], p1["controls"], dt)
+    simad.rollout(m2, dt=dt, **p2)
+    with pytest.raises(simad.NonFiniteError):
+        simad.rollout(m1, p1["q0"], p1["qd0"], p1["controls"] * 1e12, dt)
+    again = simad.rollout(m1, p1["q0"], p1["qd0"], p1["controls"], dt)
+    assert np.array_equal(first.q, again.q) and np.array_equal(first.qd, again.qd)
+
+
 def test_planar_chain_matches_mujoco_over_1000_euler_steps():
     mujoco = pytest.importorskip("mujoco")
     n, T, dt = 4, 1000, 0.01

@@ -128,6 +128,74 @@ def test_a_new_model_does_not_compile_again():
     assert [len(k._primal.compiled_kernels) for k in kernels] == before
 
 
+def _affine_kernel():
+    import taichi as ti
+
+    from simad.launch import fast_kernel
+
+    @fast_kernel
+    @ti.kernel
+    def affine(a: ti.types.ndarray(ndim=2), out: ti.types.ndarray(ndim=2), s: float, k: ti.i32):
+        for i, j in ti.ndrange(a.shape[0], a.shape[1]):
+            out[i, j] = a[i, j] * s + k + 10.0 * j
+
+    return affine
+
+
+def _expect(a, s, k):
+    return a * s + k + 10.0 * np.arange(a.shape[1])[None, :]
+
+
+def test_the_fast_launch_sees_new_arrays_in_place_changes_and_reshapes():
+    """The CPU launch keeps its context and sets again only the arrays that changed; a new
+    object, one at a freed array's address, an in-place change of shape or contents must
+    all reach the kernel."""
+    simad.init()
+    affine = _affine_kernel()
+    a1, a2 = np.arange(12.0).reshape(3, 4), -np.arange(12.0).reshape(3, 4)
+    out = np.zeros((3, 4))
+    for a, s, k in ((a1, 2.0, 1), (a1, 2.0, 1), (a2, 3.0, 1), (a1, -1.0, 4)):  # the first two: Taichi's path, then the plan's
+        affine(a, out, s, k)
+        np.testing.assert_array_equal(out, _expect(a, s, k))
+    a1 *= 5.0  # same object, new contents
+    affine(a1, out, 1.0, 0)
+    np.testing.assert_array_equal(out, _expect(a1, 1.0, 0))
+    a1.shape, out.shape = (4, 3), (4, 3)  # same objects and memory, new shapes
+    affine(a1, out, 1.0, 0)
+    np.testing.assert_array_equal(out, _expect(a1, 1.0, 0))
+    for i in range(30):  # fresh arrays every call: freed memory is handed out again
+        a, o = np.full((2, 5), float(i)), np.zeros((2, 5))
+        affine(a, o, 1.0, i)
+        np.testing.assert_array_equal(o, _expect(a, 1.0, i))
+        del a, o
+
+
+def test_the_fast_launch_keeps_one_context_per_thread():
+    import threading
+
+    simad.init()
+    affine = _affine_kernel()
+    lock, errors = threading.Lock(), []
+
+    def work(seed):
+        rng = np.random.default_rng(seed)
+        a, out = rng.normal(size=(3, 4)), np.zeros((3, 4))
+        for i in range(40):
+            a += 1.0
+            with lock:  # Taichi's runtime is not for concurrent launches; the contexts are per thread
+                affine(a, out, float(seed), i)
+                got = out.copy()
+            if not np.array_equal(got, _expect(a, float(seed), i)):
+                errors.append((seed, i))
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in (1, 2, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
 _BROKEN_KERNELS = """
 import taichi as ti
 

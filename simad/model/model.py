@@ -173,7 +173,11 @@ class Model:
 
     @property
     def has_free_joint(self) -> bool:
-        return bool(np.any(self.jnt_type == JointType.FREE))
+        cached = self.__dict__.get("_has_free")
+        if cached is None:
+            cached = bool(np.any(self.jnt_type == JointType.FREE))
+            object.__setattr__(self, "_has_free", cached)
+        return cached
 
     @classmethod
     def param_fields(cls) -> tuple[str, ...]:
